@@ -1,0 +1,305 @@
+//! A YAML document as a tree of nodes that remember where they start, so every config error can
+//! point at `FILE:LINE:COL`. Built from `yaml-rust2`'s marked event stream.
+
+use std::collections::HashMap;
+
+use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
+use yaml_rust2::scanner::{Marker, TScalarStyle};
+
+/// A position in the source: 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub line: usize,
+    pub col: usize,
+}
+
+impl Span {
+    fn from_marker(m: Marker) -> Self {
+        // yaml-rust2 lines are 1-based, columns 0-based.
+        Span {
+            line: m.line(),
+            col: m.col() + 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum Value {
+    Null,
+    Bool(bool),
+    Int(i64),
+    Float(f64),
+    /// `quoted` is false for plain scalars: those may still be read as strings where one is
+    /// expected (`name: 2024` is a fine name).
+    Str {
+        value: String,
+        quoted: bool,
+    },
+    Seq(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Node {
+    pub value: Value,
+    pub span: Span,
+}
+
+impl Node {
+    pub fn as_str(&self) -> Option<&str> {
+        match &self.value {
+            Value::Str { value, .. } => Some(value),
+            _ => None,
+        }
+    }
+
+    /// The text of a scalar as written, whatever type it resolved to.
+    pub fn scalar_text(&self) -> Option<String> {
+        match &self.value {
+            Value::Str { value, .. } => Some(value.clone()),
+            Value::Int(i) => Some(i.to_string()),
+            Value::Float(f) => Some(f.to_string()),
+            Value::Bool(b) => Some(b.to_string()),
+            Value::Null => None,
+            _ => None,
+        }
+    }
+
+    pub fn kind_name(&self) -> &'static str {
+        match self.value {
+            Value::Null => "null",
+            Value::Bool(_) => "a boolean",
+            Value::Int(_) => "an integer",
+            Value::Float(_) => "a number",
+            Value::Str { .. } => "a string",
+            Value::Seq(_) => "a list",
+            Value::Map(_) => "a mapping",
+        }
+    }
+
+    /// Entries of a mapping node, `None` for any other node.
+    pub fn entries(&self) -> Option<&[(Node, Node)]> {
+        match &self.value {
+            Value::Map(entries) => Some(entries),
+            _ => None,
+        }
+    }
+
+    pub fn get(&self, key: &str) -> Option<&Node> {
+        self.entries()?
+            .iter()
+            .find(|(k, _)| k.as_str() == Some(key))
+            .map(|(_, v)| v)
+    }
+}
+
+/// A syntax error in the YAML text itself.
+#[derive(Debug, Clone)]
+pub struct SyntaxError {
+    pub span: Span,
+    pub message: String,
+}
+
+/// Parses one YAML document. An empty document is `Null`.
+pub fn parse(text: &str) -> Result<Node, SyntaxError> {
+    let mut builder = Builder::default();
+    let mut parser = Parser::new_from_str(text);
+    parser.load(&mut builder, false).map_err(|e| SyntaxError {
+        span: Span::from_marker(*e.marker()),
+        message: e.info().to_string(),
+    })?;
+    if let Some(err) = builder.error {
+        return Err(err);
+    }
+    Ok(builder.root.unwrap_or(Node {
+        value: Value::Null,
+        span: Span { line: 1, col: 1 },
+    }))
+}
+
+enum Frame {
+    Seq(Span, Vec<Node>, usize),
+    Map(Span, Vec<(Node, Node)>, Option<Node>, usize),
+}
+
+#[derive(Default)]
+struct Builder {
+    stack: Vec<Frame>,
+    root: Option<Node>,
+    anchors: HashMap<usize, Node>,
+    error: Option<SyntaxError>,
+}
+
+impl Builder {
+    fn push_node(&mut self, node: Node, anchor: usize) {
+        if anchor > 0 {
+            self.anchors.insert(anchor, node.clone());
+        }
+        match self.stack.last_mut() {
+            None => self.root = Some(node),
+            Some(Frame::Seq(_, items, _)) => items.push(node),
+            Some(Frame::Map(_, entries, pending_key, _)) => match pending_key.take() {
+                None => *pending_key = Some(node),
+                Some(key) => entries.push((key, node)),
+            },
+        }
+    }
+}
+
+impl MarkedEventReceiver for Builder {
+    fn on_event(&mut self, ev: Event, mark: Marker) {
+        let span = Span::from_marker(mark);
+        match ev {
+            Event::Scalar(text, style, anchor, _tag) => {
+                let value = if style == TScalarStyle::Plain {
+                    resolve_plain(text)
+                } else {
+                    Value::Str {
+                        value: text,
+                        quoted: true,
+                    }
+                };
+                self.push_node(Node { value, span }, anchor);
+            }
+            Event::SequenceStart(anchor, _) => {
+                self.stack.push(Frame::Seq(span, Vec::new(), anchor))
+            }
+            Event::MappingStart(anchor, _) => {
+                self.stack.push(Frame::Map(span, Vec::new(), None, anchor))
+            }
+            Event::SequenceEnd => {
+                if let Some(Frame::Seq(span, items, anchor)) = self.stack.pop() {
+                    self.push_node(
+                        Node {
+                            value: Value::Seq(items),
+                            span,
+                        },
+                        anchor,
+                    );
+                }
+            }
+            Event::MappingEnd => {
+                if let Some(Frame::Map(span, entries, _, anchor)) = self.stack.pop() {
+                    if let Some(dup) = first_duplicate_key(&entries) {
+                        self.error.get_or_insert(SyntaxError {
+                            span: dup.span,
+                            message: format!(
+                                "duplicate key `{}`",
+                                dup.scalar_text().unwrap_or_default()
+                            ),
+                        });
+                    }
+                    self.push_node(
+                        Node {
+                            value: Value::Map(entries),
+                            span,
+                        },
+                        anchor,
+                    );
+                }
+            }
+            Event::Alias(id) => {
+                let node = self.anchors.get(&id).cloned().unwrap_or(Node {
+                    value: Value::Null,
+                    span,
+                });
+                self.push_node(node, 0);
+            }
+            Event::Nothing
+            | Event::StreamStart
+            | Event::StreamEnd
+            | Event::DocumentStart
+            | Event::DocumentEnd => {}
+        }
+    }
+}
+
+fn first_duplicate_key(entries: &[(Node, Node)]) -> Option<&Node> {
+    let mut seen = std::collections::HashSet::new();
+    entries
+        .iter()
+        .map(|(k, _)| k)
+        .find(|k| k.scalar_text().is_some_and(|t| !seen.insert(t)))
+}
+
+/// YAML 1.2 core schema resolution of a plain scalar.
+fn resolve_plain(text: String) -> Value {
+    match text.as_str() {
+        "" | "~" | "null" | "Null" | "NULL" => return Value::Null,
+        "true" | "True" | "TRUE" => return Value::Bool(true),
+        "false" | "False" | "FALSE" => return Value::Bool(false),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Value::Float(f64::INFINITY);
+        }
+        "-.inf" | "-.Inf" | "-.INF" => return Value::Float(f64::NEG_INFINITY),
+        ".nan" | ".NaN" | ".NAN" => return Value::Float(f64::NAN),
+        _ => {}
+    }
+    let digits = text.strip_prefix(['-', '+']).unwrap_or(&text);
+    if !digits.is_empty()
+        && digits.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(i) = text.parse::<i64>()
+    {
+        return Value::Int(i);
+    }
+    if let Some(hex) = text.strip_prefix("0x")
+        && let Ok(i) = i64::from_str_radix(hex, 16)
+    {
+        return Value::Int(i);
+    }
+    let looks_numeric = text
+        .bytes()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'-' | b'+'))
+        && text.bytes().any(|b| b.is_ascii_digit());
+    if looks_numeric && let Ok(f) = text.parse::<f64>() {
+        return Value::Float(f);
+    }
+    Value::Str {
+        value: text,
+        quoted: false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spans_are_one_based() {
+        let node = parse("name: x\nstages:\n  - {id: a, type: sql}\n").unwrap();
+        let stages = node.get("stages").unwrap();
+        assert_eq!(stages.span.line, 3);
+        let Value::Seq(items) = &stages.value else {
+            panic!("not a seq")
+        };
+        let id = items[0].get("id").unwrap();
+        assert_eq!((id.span.line, id.span.col), (3, 10));
+    }
+
+    #[test]
+    fn plain_scalars_resolve() {
+        let node = parse("a: 1\nb: 0.5\nc: true\nd: ~\ne: '1'\nf: 1e3\ng: v1.2").unwrap();
+        assert_eq!(node.get("a").unwrap().value, Value::Int(1));
+        assert_eq!(node.get("b").unwrap().value, Value::Float(0.5));
+        assert_eq!(node.get("c").unwrap().value, Value::Bool(true));
+        assert_eq!(node.get("d").unwrap().value, Value::Null);
+        assert!(matches!(
+            node.get("e").unwrap().value,
+            Value::Str { quoted: true, .. }
+        ));
+        assert_eq!(node.get("f").unwrap().value, Value::Float(1000.0));
+        assert!(matches!(
+            node.get("g").unwrap().value,
+            Value::Str { quoted: false, .. }
+        ));
+    }
+
+    #[test]
+    fn syntax_errors_and_duplicate_keys_have_positions() {
+        let err = parse("a: [1, 2\nb: 3\n").unwrap_err();
+        assert!(err.span.line >= 1);
+        let err = parse("a: 1\nb: 2\na: 3\n").unwrap_err();
+        assert_eq!(err.span.line, 3);
+        assert!(err.message.contains("duplicate key"));
+    }
+}

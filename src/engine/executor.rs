@@ -1,0 +1,211 @@
+//! The local executor: runs the selected tasks of each phase on a worker pool, then merges the
+//! stats of every completed task into `workdir/stats/<stage>.json`.
+
+use std::collections::BTreeMap;
+use std::io::IsTerminal;
+use std::path::Path;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use rayon::prelude::*;
+
+use super::hook::checkpoint;
+use super::plan::{Phase, Pipeline, Plan};
+use super::stats::{StageReport, StageStats};
+use super::task::{self, Outcome};
+use crate::error::{GristError, IoContext, Result};
+use crate::io::atomic;
+
+/// Which part of the plan this process runs.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    pub phase: Option<String>,
+    /// `(i, n)`: run the tasks whose index is `i` modulo `n`.
+    pub shard: Option<(usize, usize)>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub selection: Selection,
+    pub workers: usize,
+    pub progress: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct RunSummary {
+    pub tasks_run: usize,
+    pub tasks_skipped: usize,
+    pub seconds: f64,
+    /// Merged stats of every stage, over all completed tasks of the plan.
+    pub stages: Vec<StageReport>,
+}
+
+pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
+    let started = Instant::now();
+    let phases = select_phases(plan, &opts.selection)?;
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.workers.max(1))
+        .build()
+        .map_err(|e| GristError::Usage(format!("cannot start {} workers: {e}", opts.workers)))?;
+    let mut summary = RunSummary::default();
+    for phase in phases {
+        let tasks: Vec<_> = phase
+            .tasks
+            .iter()
+            .filter(|t| opts.selection.shard.is_none_or(|(i, n)| t.index % n == i))
+            .collect();
+        tracing::info!(
+            "phase `{}`: {} of {} task(s)",
+            phase.name,
+            tasks.len(),
+            phase.tasks.len()
+        );
+        let bar = progress_bar(opts.progress, &phase.name, tasks.len());
+        let failures = Mutex::new(Vec::new());
+        let counts = Mutex::new((0usize, 0usize));
+        pool.install(|| {
+            tasks.par_iter().for_each(|t| {
+                let result = task::run(p, &phase.name, t);
+                match result {
+                    Ok(Outcome::Skipped(_)) => {
+                        counts.lock().expect("no panics hold this lock").1 += 1;
+                        tracing::debug!("task {} already complete", t.name);
+                    }
+                    Ok(Outcome::Ran(m)) => {
+                        counts.lock().expect("no panics hold this lock").0 += 1;
+                        let source = &p.nodes[t.source].id;
+                        let s = &m.stats[source];
+                        tracing::info!(
+                            "task {} done: {} rows read, {} kept by the source",
+                            t.name,
+                            s.rows_in,
+                            s.rows_kept
+                        );
+                    }
+                    Err(e) => {
+                        tracing::error!("task {} ({}) failed: {e}", t.name, t.input.display());
+                        failures
+                            .lock()
+                            .expect("no panics hold this lock")
+                            .push(format!("  {} ({}): {e}", t.name, t.input.display()));
+                    }
+                }
+                bar.inc(1);
+            })
+        });
+        bar.finish_and_clear();
+        let (ran, skipped) = counts.into_inner().expect("no panics hold this lock");
+        summary.tasks_run += ran;
+        summary.tasks_skipped += skipped;
+        summary.stages = merge_stats(p, plan)?;
+        let failures = failures.into_inner().expect("no panics hold this lock");
+        if !failures.is_empty() {
+            return Err(GristError::TasksFailed {
+                phase: phase.name.clone(),
+                failed: failures.len(),
+                total: tasks.len(),
+                details: failures.join("\n"),
+            });
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    Ok(summary)
+}
+
+fn select_phases<'a>(plan: &'a Plan, sel: &Selection) -> Result<Vec<&'a Phase>> {
+    if let Some((i, n)) = sel.shard
+        && (n == 0 || i >= n)
+    {
+        return Err(GristError::Usage(format!(
+            "--task {i} is not in 0..{n} (--tasks {n})"
+        )));
+    }
+    match &sel.phase {
+        None if sel.shard.is_some() && plan.phases.len() > 1 => Err(GristError::Usage(
+            "--task needs --phase when the pipeline has several phases (see `grist plan`)".into(),
+        )),
+        None => Ok(plan.phases.iter().collect()),
+        Some(name) => match plan.phases.iter().find(|ph| &ph.name == name) {
+            Some(ph) => Ok(vec![ph]),
+            None => {
+                let names: Vec<&str> = plan.phases.iter().map(|ph| ph.name.as_str()).collect();
+                Err(GristError::Usage(format!(
+                    "no phase `{name}`; phases: {}",
+                    names.join(", ")
+                )))
+            }
+        },
+    }
+}
+
+fn progress_bar(enabled: bool, phase: &str, len: usize) -> ProgressBar {
+    if !enabled || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(len as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{prefix} [{bar:30}] {pos}/{len} tasks {elapsed_precise} (eta {eta})",
+        )
+        .expect("valid template")
+        .progress_chars("=> "),
+    );
+    bar.set_prefix(phase.to_string());
+    bar
+}
+
+/// Sums the markers of every completed task into one stats file per stage. Runs under a lock on
+/// `stats/.lock`, so concurrent `--task` processes leave the stats of the last one to finish,
+/// which has seen every marker.
+pub fn merge_stats(p: &Pipeline, plan: &Plan) -> Result<Vec<StageReport>> {
+    let dir = p.workdir().join("stats");
+    std::fs::create_dir_all(&dir).at(&dir)?;
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .at(&lock_path)?;
+    lock.lock().at(&lock_path)?;
+    checkpoint("stats");
+    let mut merged: BTreeMap<&str, (StageStats, usize, usize)> = BTreeMap::new();
+    for phase in &plan.phases {
+        for t in &phase.tasks {
+            let done = task::completed(p.workdir(), &phase.name, t);
+            for &i in &t.reach {
+                let entry = merged.entry(&p.nodes[i].id).or_default();
+                entry.2 += 1;
+                if let Some(marker) = &done
+                    && let Some(s) = marker.stats.get(&p.nodes[i].id)
+                {
+                    entry.0.merge(s);
+                    entry.1 += 1;
+                }
+            }
+        }
+    }
+    let mut reports = Vec::new();
+    for &i in &p.order {
+        let node = &p.nodes[i];
+        let (stats, done, total) = merged.remove(node.id.as_str()).unwrap_or_default();
+        let report = StageReport {
+            stage: node.id.clone(),
+            type_name: node.type_name.to_string(),
+            tasks_done: done,
+            tasks_total: total,
+            stats,
+        };
+        write_report(&dir, &report)?;
+        reports.push(report);
+    }
+    drop(lock);
+    Ok(reports)
+}
+
+fn write_report(dir: &Path, report: &StageReport) -> Result<()> {
+    let mut json = serde_json::to_vec_pretty(report).expect("reports serialize");
+    json.push(b'\n');
+    atomic::write(&dir.join(format!("{}.json", report.stage)), &json)
+}

@@ -1,0 +1,11 @@
+//! DAG → phases → tasks, the local executor, completion markers and stats.
+
+pub mod executor;
+pub mod hook;
+pub mod plan;
+pub mod slurm;
+pub mod stats;
+pub mod task;
+
+pub use executor::{RunOptions, RunSummary, Selection, run};
+pub use plan::{Pipeline, Plan, prepare};

@@ -1,0 +1,352 @@
+//! Runs one task: a shard streamed through every stage reachable from its source, batch by batch.
+//! Files are written under temporary names and renamed at the end; the completion marker is
+//! written last, so a task killed anywhere is simply run again.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use serde::{Deserialize, Serialize};
+
+use super::hook::checkpoint;
+use super::plan::{Pipeline, Task};
+use super::stats::StageStats;
+use crate::error::{GristError, Result};
+use crate::io::atomic::{self, PendingFile};
+use crate::stages::{Filtered, Rejected, SinkWriter, Stage, TransformTask, text_bytes};
+
+/// What a completed task leaves in `workdir/markers/<phase>/<task>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Marker {
+    pub task: String,
+    pub fingerprint: String,
+    pub input: PathBuf,
+    pub outputs: Vec<PathBuf>,
+    pub stats: BTreeMap<String, StageStats>,
+}
+
+pub fn marker_path(workdir: &Path, phase: &str, task: &str) -> PathBuf {
+    workdir
+        .join("markers")
+        .join(phase)
+        .join(format!("{task}.json"))
+}
+
+/// The marker of `task` if it is complete for the current fingerprint and its outputs exist.
+pub fn completed(workdir: &Path, phase: &str, task: &Task) -> Option<Marker> {
+    let text = std::fs::read_to_string(marker_path(workdir, phase, &task.name)).ok()?;
+    let marker: Marker = serde_json::from_str(&text).ok()?;
+    (marker.fingerprint == task.fingerprint && marker.outputs.iter().all(|o| o.exists()))
+        .then_some(marker)
+}
+
+pub enum Outcome {
+    Skipped(Marker),
+    Ran(Marker),
+}
+
+pub fn run(p: &Pipeline, phase: &str, task: &Task) -> Result<Outcome> {
+    let workdir = p.workdir();
+    if let Some(marker) = completed(workdir, phase, task) {
+        return Ok(Outcome::Skipped(marker));
+    }
+    let marker_file = marker_path(workdir, phase, &task.name);
+    match std::fs::remove_file(&marker_file) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(GristError::io(&marker_file, e)),
+    }
+    clear_previous_outputs(p, task);
+    let mut runner = Runner::new(p, task)?;
+    let outputs = match runner.stream() {
+        Ok(()) => runner.finish()?,
+        Err(e) => {
+            runner.abandon();
+            return Err(e);
+        }
+    };
+    checkpoint("commit");
+    let marker = Marker {
+        task: task.name.clone(),
+        fingerprint: task.fingerprint.clone(),
+        input: task.input.clone(),
+        outputs,
+        stats: runner.stats_by_id(),
+    };
+    let json = serde_json::to_vec_pretty(&marker).expect("markers serialize");
+    atomic::write(&marker_file, &json)?;
+    checkpoint("marker");
+    Ok(Outcome::Ran(marker))
+}
+
+enum State {
+    Source,
+    Transform(Box<dyn TransformTask>),
+    Sink(Box<dyn SinkWriter>, PendingFile),
+    /// Not reached by this task.
+    Idle,
+}
+
+struct Runner<'a> {
+    p: &'a Pipeline,
+    task: &'a Task,
+    states: Vec<State>,
+    stats: Vec<StageStats>,
+    /// For each node, the rejects directories of the sinks downstream of it.
+    rejects_dirs: Vec<Vec<(PathBuf, usize)>>,
+    /// Open rejects files, by (directory, node).
+    rejects: HashMap<(PathBuf, usize), (Box<dyn SinkWriter>, PendingFile)>,
+    reader: Option<Box<dyn crate::stages::SourceReader>>,
+}
+
+impl<'a> Runner<'a> {
+    fn new(p: &'a Pipeline, task: &'a Task) -> Result<Self> {
+        let n = p.nodes.len();
+        let mut states: Vec<State> = (0..n).map(|_| State::Idle).collect();
+        let mut schemas: Vec<Option<SchemaRef>> = vec![None; n];
+        let mut reader = None;
+        let built = (|| -> Result<()> {
+            for &i in &task.reach {
+                let node = &p.nodes[i];
+                // Inputs not reached by this task send nothing; the first reached one sets the schema.
+                let input = node.inputs.iter().find_map(|&j| schemas[j].clone());
+                match &node.stage {
+                    Stage::Source(source) => {
+                        let r = source.open(&task.shard, p.spec.batch_size)?;
+                        schemas[i] = Some(r.schema());
+                        reader = Some(r);
+                        states[i] = State::Source;
+                    }
+                    Stage::Transform(t) => {
+                        let input = input.expect("a transform in reach has a reached input");
+                        let t = t.start(input).map_err(|e| GristError::stage(&node.id, e))?;
+                        schemas[i] = Some(t.output_schema());
+                        states[i] = State::Transform(t);
+                    }
+                    Stage::Sink(sink) => {
+                        let input = input.expect("a sink in reach has a reached input");
+                        let dest =
+                            sink.output_dir()
+                                .join(format!("{}.{}", task.name, sink.extension()));
+                        let pending = PendingFile::new(dest)?;
+                        let writer = sink.create(&pending.tmp, input.clone())?;
+                        schemas[i] = Some(input);
+                        states[i] = State::Sink(writer, pending);
+                    }
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = built {
+            for state in states {
+                if let State::Sink(_, file) = state {
+                    file.abandon();
+                }
+            }
+            return Err(e);
+        }
+        Ok(Runner {
+            p,
+            task,
+            states,
+            stats: vec![StageStats::default(); n],
+            rejects_dirs: rejects_dirs(p, task),
+            rejects: HashMap::new(),
+            reader,
+        })
+    }
+
+    fn rejects_file(&self, dir: &Path, sink: usize) -> PathBuf {
+        rejects_file(self.p, self.task, dir, sink)
+    }
+
+    fn stream(&mut self) -> Result<()> {
+        let source = self.task.source;
+        let mut reader = self.reader.take().expect("the source is opened");
+        if let Ok(meta) = std::fs::metadata(&self.task.shard.path) {
+            self.stats[source].bytes_in = meta.len();
+        }
+        loop {
+            let started = Instant::now();
+            let Some(out) = reader.next_batch()? else {
+                break;
+            };
+            self.stats[source].seconds += started.elapsed().as_secs_f64();
+            let kept_rows = out.kept.num_rows() as u64;
+            let rejected_rows = out.rejected.as_ref().map_or(0, |r| r.num_rows() as u64);
+            self.stats[source].rows_in += kept_rows + rejected_rows;
+            self.account(source, out)?;
+            checkpoint("batch");
+        }
+        Ok(())
+    }
+
+    /// Records `out` as the result of node `i` and sends the kept rows on.
+    fn account(&mut self, i: usize, out: Filtered) -> Result<()> {
+        let stats = &mut self.stats[i];
+        stats.rows_kept += out.kept.num_rows() as u64;
+        stats.bytes_kept += text_bytes(&out.kept);
+        if let Some(rejected) = out.rejected {
+            for reason in rejected.reasons.iter() {
+                stats.reject(reason.unwrap_or("unknown"), 1);
+            }
+            self.write_rejects(i, &rejected)?;
+        }
+        if out.kept.num_rows() > 0 {
+            for o in self.p.nodes[i].outputs.clone() {
+                self.push(o, &out.kept)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn push(&mut self, i: usize, batch: &RecordBatch) -> Result<()> {
+        let rows = batch.num_rows() as u64;
+        let bytes = text_bytes(batch);
+        self.stats[i].rows_in += rows;
+        self.stats[i].bytes_in += bytes;
+        let started = Instant::now();
+        let out = match &mut self.states[i] {
+            State::Transform(t) => t
+                .process(batch.clone())
+                .map_err(|e| GristError::stage(&self.p.nodes[i].id, e))?,
+            State::Sink(writer, _) => {
+                writer.write(batch)?;
+                Filtered::all_kept(batch.clone())
+            }
+            State::Source | State::Idle => return Ok(()),
+        };
+        self.stats[i].seconds += started.elapsed().as_secs_f64();
+        self.account(i, out)
+    }
+
+    fn write_rejects(&mut self, i: usize, rejected: &Rejected) -> Result<()> {
+        if self.rejects_dirs[i].is_empty() || rejected.num_rows() == 0 {
+            return Ok(());
+        }
+        let batch = with_reject_columns(&self.p.nodes[i].id, rejected)?;
+        for (dir, sink) in self.rejects_dirs[i].clone() {
+            let key = (dir.clone(), i);
+            if !self.rejects.contains_key(&key) {
+                let Stage::Sink(s) = &self.p.nodes[sink].stage else {
+                    unreachable!()
+                };
+                let pending = PendingFile::new(self.rejects_file(&dir, sink))?;
+                let writer = s.create(&pending.tmp, batch.schema())?;
+                self.rejects.insert(key.clone(), (writer, pending));
+            }
+            let (writer, _) = self.rejects.get_mut(&key).expect("inserted above");
+            writer.write(&batch)?;
+        }
+        Ok(())
+    }
+
+    /// Closes every file and renames it into place; returns the committed paths.
+    fn finish(&mut self) -> Result<Vec<PathBuf>> {
+        let mut pending = Vec::new();
+        for state in std::mem::take(&mut self.states) {
+            if let State::Sink(writer, file) = state {
+                writer.finish()?;
+                pending.push(file);
+            }
+        }
+        let mut rejects: Vec<_> = std::mem::take(&mut self.rejects).into_iter().collect();
+        rejects.sort_by(|a, b| a.0.cmp(&b.0));
+        for (_, (writer, file)) in rejects {
+            writer.finish()?;
+            pending.push(file);
+        }
+        pending.into_iter().map(PendingFile::commit).collect()
+    }
+
+    fn abandon(&mut self) {
+        for state in std::mem::take(&mut self.states) {
+            if let State::Sink(_, file) = state {
+                file.abandon();
+            }
+        }
+        for (_, (_, file)) in std::mem::take(&mut self.rejects) {
+            file.abandon();
+        }
+    }
+
+    fn stats_by_id(&self) -> BTreeMap<String, StageStats> {
+        self.task
+            .reach
+            .iter()
+            .map(|&i| (self.p.nodes[i].id.clone(), self.stats[i].clone()))
+            .collect()
+    }
+}
+
+/// For each node, the directories its rejected rows go to: `<rejects>/<stage id>` of every sink
+/// downstream of it that has `rejects`, with that sink's index (its format is used).
+fn rejects_dirs(p: &Pipeline, task: &Task) -> Vec<Vec<(PathBuf, usize)>> {
+    let mut dirs = vec![Vec::new(); p.nodes.len()];
+    for &i in &task.reach {
+        for j in super::plan::reachable(p, i) {
+            let Stage::Sink(s) = &p.nodes[j].stage else {
+                continue;
+            };
+            let Some(dir) = s.rejects_dir() else { continue };
+            let dir = dir.join(&p.nodes[i].id);
+            if !dirs[i].iter().any(|(d, _)| d == &dir) {
+                dirs[i].push((dir, j));
+            }
+        }
+    }
+    dirs
+}
+
+fn rejects_file(p: &Pipeline, task: &Task, dir: &Path, sink: usize) -> PathBuf {
+    let Stage::Sink(s) = &p.nodes[sink].stage else {
+        unreachable!("rejects belong to sinks")
+    };
+    dir.join(format!("{}.{}", task.name, s.extension()))
+}
+
+/// A previous attempt (another config, or killed) may have left files this one would not
+/// overwrite: a rejects file for a stage that now rejects nothing, temporary files.
+fn clear_previous_outputs(p: &Pipeline, task: &Task) {
+    for (dir, sink) in rejects_dirs(p, task).iter().flatten() {
+        let file = rejects_file(p, task, dir, *sink);
+        let _ = std::fs::remove_file(&file);
+        atomic::remove_stale_tmp(dir, &file.file_name().unwrap_or_default().to_string_lossy());
+    }
+    for output in &task.outputs {
+        if let (Some(dir), Some(name)) = (output.parent(), output.file_name()) {
+            atomic::remove_stale_tmp(dir, &name.to_string_lossy());
+        }
+    }
+}
+
+/// Rejected rows with `stage` and `reason` columns added.
+fn with_reject_columns(stage: &str, rejected: &Rejected) -> Result<RecordBatch> {
+    let rows = &rejected.rows;
+    let mut fields: Vec<Field> = rows
+        .schema()
+        .fields()
+        .iter()
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.retain(|f| f.name() != "stage" && f.name() != "reason");
+    let mut columns: Vec<ArrayRef> = rows
+        .schema()
+        .fields()
+        .iter()
+        .zip(rows.columns())
+        .filter(|(f, _)| f.name() != "stage" && f.name() != "reason")
+        .map(|(_, c)| c.clone())
+        .collect();
+    fields.push(Field::new("stage", DataType::Utf8, false));
+    fields.push(Field::new("reason", DataType::Utf8, false));
+    columns.push(Arc::new(StringArray::from(vec![stage; rows.num_rows()])));
+    columns.push(Arc::new(rejected.reasons.clone()));
+    Ok(RecordBatch::try_new(
+        Arc::new(Schema::new(fields)),
+        columns,
+    )?)
+}

@@ -1,0 +1,90 @@
+//! The one error type of the library. The CLI maps it to exit codes: 2 for bad config or usage,
+//! 1 for a run failure.
+
+use std::path::PathBuf;
+
+use crate::config::diagnostic::Diagnostics;
+
+#[derive(Debug, thiserror::Error)]
+pub enum GristError {
+    /// The pipeline file has errors; the diagnostics carry every one of them.
+    #[error("{0}")]
+    Config(Box<Diagnostics>),
+
+    #[error("{0}")]
+    Usage(String),
+
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+
+    /// A data file that cannot be read as what it claims to be (corrupt Parquet, bad gzip...).
+    #[error("{}: {message}", path.display())]
+    Data { path: PathBuf, message: String },
+
+    #[error("stage `{stage}`: {message}")]
+    Stage { stage: String, message: String },
+
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+
+    #[error("sql: {0}")]
+    DataFusion(#[from] datafusion::error::DataFusionError),
+
+    #[error("{failed} of {total} task(s) of phase `{phase}` failed:\n{details}")]
+    TasksFailed {
+        phase: String,
+        failed: usize,
+        total: usize,
+        details: String,
+    },
+}
+
+pub type Result<T, E = GristError> = std::result::Result<T, E>;
+
+impl GristError {
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        GristError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub fn data(path: impl Into<PathBuf>, message: impl std::fmt::Display) -> Self {
+        GristError::Data {
+            path: path.into(),
+            message: message.to_string(),
+        }
+    }
+
+    pub fn stage(stage: impl Into<String>, message: impl std::fmt::Display) -> Self {
+        GristError::Stage {
+            stage: stage.into(),
+            message: message.to_string(),
+        }
+    }
+
+    /// Process exit code for this error: 2 for config and usage, 1 for everything else.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            GristError::Config(_) | GristError::Usage(_) => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Adds the path of the file being processed to an I/O result.
+pub trait IoContext<T> {
+    fn at(self, path: &std::path::Path) -> Result<T>;
+}
+
+impl<T> IoContext<T> for std::io::Result<T> {
+    fn at(self, path: &std::path::Path) -> Result<T> {
+        self.map_err(|e| GristError::io(path, e))
+    }
+}

@@ -1,0 +1,333 @@
+//! JSON Lines shards (plain, `.gz`, `.zst`). Lines are checked one by one: a line that is not
+//! UTF-8, not a JSON object, or does not fit the shard's schema is rejected with a reason instead of
+//! failing the shard. Blank lines are not documents and are skipped.
+
+use std::io::BufRead;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, BooleanArray, RecordBatch, StringArray, UInt64Array};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::json::reader::{Decoder, ReaderBuilder, infer_json_schema_from_iterator};
+
+use super::compress::{CompressedWriter, Compression, open_read};
+use super::normalize::{ColumnMapping, Normalizer};
+use crate::error::{GristError, IoContext, Result};
+use crate::stages::{Filtered, Rejected, Shard, SourceReader};
+
+#[derive(Debug, Clone)]
+pub struct ReadOptions {
+    pub mapping: ColumnMapping,
+    /// Lines read to infer the schema; `None` reads the whole shard first, so no field is missed.
+    pub infer_rows: Option<usize>,
+}
+
+/// Columns of a rejected line: where it was, what it held, what was wrong.
+pub fn raw_rejects_schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new("line_index", DataType::UInt64, false),
+        Field::new("raw", DataType::Utf8, false),
+        Field::new("error", DataType::Utf8, false),
+    ]))
+}
+
+/// Reads lines as bytes, dropping the line terminator; `None` at the end.
+fn next_line(input: &mut dyn BufRead, buf: &mut Vec<u8>, path: &Path) -> Result<Option<()>> {
+    buf.clear();
+    let n = input
+        .read_until(b'\n', buf)
+        .map_err(|e| GristError::data(path, format!("cannot read: {e}")))?;
+    if n == 0 {
+        return Ok(None);
+    }
+    while matches!(buf.last(), Some(b'\n' | b'\r')) {
+        buf.pop();
+    }
+    Ok(Some(()))
+}
+
+fn is_blank(line: &[u8]) -> bool {
+    line.iter().all(|b| b.is_ascii_whitespace())
+}
+
+/// Infers the Arrow schema of a shard from its JSON objects.
+pub fn infer_schema(path: &Path, infer_rows: Option<usize>) -> Result<Schema> {
+    let mut input = open_read(path)?;
+    let mut buf = Vec::new();
+    let mut values = Vec::new();
+    let limit = infer_rows.unwrap_or(usize::MAX);
+    while values.len() < limit {
+        if next_line(&mut *input, &mut buf, path)?.is_none() {
+            break;
+        }
+        if is_blank(&buf) {
+            continue;
+        }
+        if let Ok(v @ serde_json::Value::Object(_)) =
+            serde_json::from_slice::<serde_json::Value>(&buf)
+        {
+            values.push(Ok(v));
+        }
+        // Flush in chunks to keep memory bounded on whole-file inference.
+        if values.len() >= 4096 && infer_rows.is_none() {
+            let partial = infer_json_schema_from_iterator(values.drain(..))
+                .map_err(|e| GristError::data(path, e))?;
+            values.push(Ok(schema_to_example(&partial)));
+        }
+    }
+    infer_json_schema_from_iterator(values.into_iter()).map_err(|e| GristError::data(path, e))
+}
+
+/// A JSON object whose inferred schema is `schema`, so chunked inference can carry state forward.
+fn schema_to_example(schema: &Schema) -> serde_json::Value {
+    fn example(dt: &DataType) -> serde_json::Value {
+        use serde_json::Value as V;
+        match dt {
+            DataType::Boolean => V::Bool(true),
+            DataType::Int64 => V::from(1),
+            DataType::Float64 => V::from(1.5),
+            DataType::Utf8 => V::from("s"),
+            DataType::List(f) => V::Array(vec![example(f.data_type())]),
+            DataType::Struct(fields) => V::Object(
+                fields
+                    .iter()
+                    .map(|f| (f.name().clone(), example(f.data_type())))
+                    .collect(),
+            ),
+            _ => V::Null,
+        }
+    }
+    serde_json::Value::Object(
+        schema
+            .fields()
+            .iter()
+            .map(|f| (f.name().clone(), example(f.data_type())))
+            .collect(),
+    )
+}
+
+pub struct JsonlShardReader {
+    input: Box<dyn BufRead + Send>,
+    path: PathBuf,
+    raw_schema: SchemaRef,
+    normalizer: Normalizer,
+    batch_size: usize,
+    line_index: u64,
+    buf: Vec<u8>,
+    done: bool,
+}
+
+/// Opens a shard. A shard with no JSON object at all (empty, blank lines, only bad lines) takes
+/// `fallback` as its schema, so it yields an empty output like its siblings' rather than failing.
+pub fn open(
+    shard: &Shard,
+    opts: &ReadOptions,
+    batch_size: usize,
+    fallback: Option<SchemaRef>,
+) -> Result<JsonlShardReader> {
+    let inferred = Arc::new(infer_schema(&shard.path, opts.infer_rows)?);
+    let raw_schema = match fallback {
+        Some(f) if inferred.fields().is_empty() => f,
+        _ => inferred,
+    };
+    let normalizer = Normalizer::new(raw_schema.clone(), &opts.mapping, &shard.path, &shard.name)?;
+    Ok(JsonlShardReader {
+        input: open_read(&shard.path)?,
+        path: shard.path.clone(),
+        raw_schema,
+        normalizer,
+        batch_size: batch_size.max(1),
+        line_index: 0,
+        buf: Vec::new(),
+        done: false,
+    })
+}
+
+/// Lines that could not be read, collected for one batch: (line index, raw, error, reason).
+#[derive(Default)]
+struct LineRejects(Vec<(u64, String, String, &'static str)>);
+
+impl LineRejects {
+    fn push(&mut self, line: u64, raw: &[u8], reason: &'static str, error: String) {
+        self.0.push((
+            line,
+            String::from_utf8_lossy(raw).into_owned(),
+            error,
+            reason,
+        ));
+    }
+
+    fn into_rejected(mut self) -> Result<Option<Rejected>> {
+        if self.0.is_empty() {
+            return Ok(None);
+        }
+        // Collected in two passes (unreadable lines, then lines without text): report in file order.
+        self.0.sort_by_key(|r| r.0);
+        let lines: UInt64Array = self.0.iter().map(|r| Some(r.0)).collect();
+        let raw: StringArray = self.0.iter().map(|r| Some(r.1.as_str())).collect();
+        let errors: StringArray = self.0.iter().map(|r| Some(r.2.as_str())).collect();
+        let reasons: StringArray = self.0.iter().map(|r| Some(r.3)).collect();
+        let rows = RecordBatch::try_new(
+            raw_rejects_schema(),
+            vec![Arc::new(lines), Arc::new(raw), Arc::new(errors)],
+        )?;
+        Ok(Some(Rejected::new(rows, reasons)))
+    }
+}
+
+impl JsonlShardReader {
+    fn decoder(&self) -> Result<Decoder> {
+        Ok(ReaderBuilder::new(self.raw_schema.clone())
+            .with_batch_size(self.batch_size)
+            .with_strict_mode(true)
+            .with_coerce_primitive(true)
+            .build_decoder()?)
+    }
+
+    /// Decodes `lines` in one go; on failure, line by line so only the bad lines are rejected.
+    fn decode(
+        &self,
+        lines: &mut Vec<(u64, Vec<u8>)>,
+        rejects: &mut LineRejects,
+    ) -> Result<Option<RecordBatch>> {
+        let mut decoder = self.decoder()?;
+        let whole = lines.iter().try_for_each(|(_, l)| {
+            decoder.decode(l)?;
+            decoder.decode(b"\n").map(|_| ())
+        });
+        if let Ok(()) = whole
+            && let Ok(batch) = decoder.flush()
+        {
+            return Ok(batch);
+        }
+        let mut good = Vec::with_capacity(lines.len());
+        let mut batches = Vec::new();
+        for (index, line) in lines.drain(..) {
+            let mut one = self.decoder()?;
+            let decoded = one
+                .decode(&line)
+                .and_then(|_| one.decode(b"\n"))
+                .and_then(|_| one.flush());
+            match decoded {
+                Ok(Some(batch)) if batch.num_rows() == 1 => {
+                    batches.push(batch);
+                    good.push((index, line));
+                }
+                Ok(_) => rejects.push(index, &line, "invalid_json", "not one JSON object".into()),
+                Err(e) => {
+                    let reason = match serde_json::from_slice::<serde_json::Value>(&line) {
+                        Ok(serde_json::Value::Object(_)) => "schema_mismatch",
+                        _ => "invalid_json",
+                    };
+                    rejects.push(index, &line, reason, e.to_string());
+                }
+            }
+        }
+        *lines = good;
+        if batches.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(arrow::compute::concat_batches(
+            &self.raw_schema,
+            &batches,
+        )?))
+    }
+}
+
+impl SourceReader for JsonlShardReader {
+    fn schema(&self) -> SchemaRef {
+        self.normalizer.output_schema()
+    }
+
+    fn next_batch(&mut self) -> Result<Option<Filtered>> {
+        if self.done {
+            return Ok(None);
+        }
+        let mut lines: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut rejects = LineRejects::default();
+        while lines.len() < self.batch_size {
+            if next_line(&mut *self.input, &mut self.buf, &self.path)?.is_none() {
+                self.done = true;
+                break;
+            }
+            let index = self.line_index;
+            self.line_index += 1;
+            if is_blank(&self.buf) {
+                continue;
+            }
+            match std::str::from_utf8(&self.buf) {
+                Ok(_) => lines.push((index, std::mem::take(&mut self.buf))),
+                Err(e) => rejects.push(index, &self.buf, "invalid_utf8", e.to_string()),
+            }
+        }
+        let decoded = if lines.is_empty() {
+            None
+        } else {
+            self.decode(&mut lines, &mut rejects)?
+        };
+        let kept = match decoded {
+            None => RecordBatch::new_empty(self.normalizer.output_schema()),
+            Some(batch) => {
+                // Rows without text are rejected here, as raw lines, so that all rejects of this
+                // source share one schema.
+                let text = batch.column(self.raw_schema.index_of(&self.normalizer_text_name())?);
+                let has_text: BooleanArray = (0..batch.num_rows())
+                    .map(|i| Some(text.is_valid(i)))
+                    .collect();
+                let mut kept_lines = Vec::with_capacity(lines.len());
+                for (i, (index, line)) in lines.into_iter().enumerate() {
+                    if has_text.value(i) {
+                        kept_lines.push(index);
+                    } else {
+                        rejects.push(index, &line, "null_text", "no text".into());
+                    }
+                }
+                let batch = if text.null_count() > 0 {
+                    filter_record_batch(&batch, &has_text)?
+                } else {
+                    batch
+                };
+                self.normalizer.apply(batch, kept_lines.into_iter())?.kept
+            }
+        };
+        if self.done && kept.num_rows() == 0 && rejects.0.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Filtered {
+            kept,
+            rejected: rejects.into_rejected()?,
+        }))
+    }
+}
+
+impl JsonlShardReader {
+    fn normalizer_text_name(&self) -> String {
+        self.normalizer.text_source_name().to_string()
+    }
+}
+
+/// Writes batches as JSON Lines, compressed by `compression`.
+pub struct JsonlFileWriter {
+    writer: arrow::json::LineDelimitedWriter<CompressedWriter>,
+    path: PathBuf,
+}
+
+impl JsonlFileWriter {
+    pub fn create(path: &Path, compression: Compression) -> Result<Self> {
+        let out = CompressedWriter::create(path, compression)?;
+        Ok(JsonlFileWriter {
+            writer: arrow::json::LineDelimitedWriter::new(out),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn write(&mut self, batch: &RecordBatch) -> Result<()> {
+        Ok(self.writer.write(batch)?)
+    }
+
+    pub fn finish(mut self) -> Result<()> {
+        self.writer.finish()?;
+        self.writer.into_inner().finish().at(&self.path)
+    }
+}

@@ -1,0 +1,12 @@
+//! grist: curates LLM training data. A pipeline (YAML) is a DAG of stages over Arrow record
+//! batches streamed from Parquet / JSON Lines shards; the engine splits it into phases and tasks
+//! that run on a local worker pool or as batch-scheduler array jobs, resumably.
+
+pub mod config;
+pub mod engine;
+pub mod error;
+pub mod inspect;
+pub mod io;
+pub mod stages;
+
+pub use error::{GristError, Result};

@@ -1,0 +1,342 @@
+//! The `grist` command line: a thin layer over the library. Exit codes: 0 ok, 1 run failure,
+//! 2 bad config or usage.
+
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use grist::GristError;
+use grist::engine::{self, RunOptions, Selection};
+use grist::stages::registry;
+
+#[derive(Parser)]
+#[command(
+    name = "grist",
+    version,
+    about = "Curate LLM training data: YAML pipelines over Parquet / JSON Lines shards"
+)]
+struct Cli {
+    /// More log output (-v debug, -vv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only warnings and errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a pipeline (all phases, or one phase / one task as a batch scheduler would).
+    Run {
+        file: PathBuf,
+        /// Run only this phase (see `grist plan`).
+        #[arg(long)]
+        phase: Option<String>,
+        /// Run only the tasks whose index is TASK modulo TASKS.
+        #[arg(long, env = "SLURM_ARRAY_TASK_ID", requires = "tasks")]
+        task: Option<usize>,
+        /// Number of processes sharing the phase (with --task).
+        #[arg(long, env = "SLURM_ARRAY_TASK_COUNT", requires = "task")]
+        tasks: Option<usize>,
+        /// Worker threads (default: all cores).
+        #[arg(long, short = 'j')]
+        workers: Option<usize>,
+        /// No progress bar, even on a terminal.
+        #[arg(long)]
+        no_progress: bool,
+    },
+    /// Check a pipeline file and its input data without running it.
+    Validate { file: PathBuf },
+    /// Show the phases and tasks of a pipeline.
+    Plan {
+        file: PathBuf,
+        #[arg(long, value_enum, default_value_t = Emit::Text)]
+        emit: Emit,
+        /// With `--emit slurm`: array size per phase (default: one array job per task).
+        #[arg(long)]
+        array_size: Option<usize>,
+    },
+    /// List stage types; `stages describe TYPE` shows one stage's parameters.
+    Stages {
+        #[command(subcommand)]
+        action: Option<StagesAction>,
+        /// Print the JSON Schema of pipeline files.
+        #[arg(long)]
+        json_schema: bool,
+    },
+    /// Show what a data file (Parquet, JSON Lines) holds; a directory or glob lists row counts.
+    Inspect {
+        path: String,
+        /// Rows to show.
+        #[arg(long, default_value_t = 3)]
+        rows: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum StagesAction {
+    /// Parameters, defaults and docs of one stage type.
+    Describe { name: String },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum Emit {
+    Text,
+    Json,
+    Slurm,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbose, cli.quiet);
+    match execute(cli.command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{}", render_error(&e));
+            ExitCode::from(e.downcast_ref::<GristError>().map_or(1, |g| g.exit_code()) as u8)
+        }
+    }
+}
+
+fn render_error(e: &anyhow::Error) -> String {
+    match e.downcast_ref::<GristError>() {
+        Some(GristError::Config(d)) => d.to_string(),
+        _ => format!("error: {e:#}"),
+    }
+}
+
+fn init_logging(verbose: u8, quiet: bool) {
+    let default = match (quiet, verbose) {
+        (true, _) => "warn",
+        (_, 0) => "info",
+        (_, 1) => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("GRIST_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(format!("grist={default},warn")));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_target(false)
+        .init();
+}
+
+fn execute(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run {
+            file,
+            phase,
+            task,
+            tasks,
+            workers,
+            no_progress,
+        } => {
+            let (pipeline, plan) = engine::prepare(grist::config::load(&file)?)?;
+            let opts = RunOptions {
+                selection: Selection {
+                    phase,
+                    shard: task.zip(tasks),
+                },
+                workers: workers
+                    .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+                progress: !no_progress,
+            };
+            let summary = engine::run(&pipeline, &plan, &opts)?;
+            print!("{}", stats_table(&summary.stages));
+            println!(
+                "{} task(s) run, {} already complete, {:.1}s; stats in {}",
+                summary.tasks_run,
+                summary.tasks_skipped,
+                summary.seconds,
+                pipeline.workdir().join("stats").display()
+            );
+        }
+        Command::Validate { file } => {
+            let (pipeline, plan) = engine::prepare(grist::config::load(&file)?)?;
+            let tasks: usize = plan.phases.iter().map(|p| p.tasks.len()).sum();
+            println!(
+                "{}: ok ({} stages, {} phase(s), {} task(s))",
+                file.display(),
+                pipeline.nodes.len(),
+                plan.phases.len(),
+                tasks
+            );
+        }
+        Command::Plan {
+            file,
+            emit,
+            array_size,
+        } => {
+            let (pipeline, plan) = engine::prepare(grist::config::load(&file)?)?;
+            match emit {
+                Emit::Text => print!("{}", plan_text(&pipeline, &plan)),
+                Emit::Json => println!("{}", serde_json::to_string_pretty(&plan.phases)?),
+                Emit::Slurm => print!(
+                    "{}",
+                    engine::slurm::scripts(&pipeline, &plan, &file, array_size)
+                ),
+            }
+        }
+        Command::Stages {
+            action: None,
+            json_schema: true,
+        } => {
+            print!("{}", grist::config::schema::pipeline_schema_text());
+        }
+        Command::Stages { action: None, .. } => {
+            for t in registry::all() {
+                println!("{:<16} {:<10} {}", t.name, t.kind.name(), t.summary());
+            }
+            println!("\n`grist stages describe TYPE` shows a stage's parameters.");
+        }
+        Command::Stages {
+            action: Some(StagesAction::Describe { name }),
+            ..
+        } => {
+            let Some(t) = registry::get(&name) else {
+                let names: Vec<&str> = registry::all().iter().map(|t| t.name).collect();
+                let hint = grist::config::diagnostic::did_you_mean(&name, names.iter().copied())
+                    .unwrap_or_default();
+                return Err(
+                    GristError::Usage(format!("unknown stage type `{name}` {hint}")).into(),
+                );
+            };
+            print!("{}", describe(&t));
+        }
+        Command::Inspect { path, rows } => print!("{}", grist::inspect::inspect(&path, rows)?),
+    }
+    Ok(())
+}
+
+fn stats_table(stages: &[engine::stats::StageReport]) -> String {
+    let mut out = format!(
+        "{:<16} {:<14} {:>10} {:>10}  rejected\n",
+        "stage", "type", "rows in", "kept"
+    );
+    for r in stages {
+        let rejected: Vec<String> = r
+            .stats
+            .rejected
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect();
+        let _ = writeln!(
+            out,
+            "{:<16} {:<14} {:>10} {:>10}  {}",
+            r.stage,
+            r.type_name,
+            r.stats.rows_in,
+            r.stats.rows_kept,
+            rejected.join(" ")
+        );
+    }
+    out
+}
+
+fn plan_text(p: &engine::Pipeline, plan: &engine::Plan) -> String {
+    let mut out = format!(
+        "pipeline `{}`, workdir {}\n",
+        p.spec.name,
+        p.workdir().display()
+    );
+    for phase in &plan.phases {
+        let _ = writeln!(
+            out,
+            "phase `{}`: {} task(s); stages {}",
+            phase.name,
+            phase.tasks.len(),
+            phase.stages.join(" → ")
+        );
+        for t in &phase.tasks {
+            let done = engine::task::completed(p.workdir(), &phase.name, t).is_some();
+            let outputs: Vec<String> = t.outputs.iter().map(|o| o.display().to_string()).collect();
+            let _ = writeln!(
+                out,
+                "  task {:>4} {:<14} {} → {}{}",
+                t.index,
+                t.name,
+                t.input.display(),
+                outputs.join(", "),
+                if done { "  [done]" } else { "" }
+            );
+        }
+    }
+    out
+}
+
+fn describe(t: &registry::StageType) -> String {
+    let schema = (t.schema)();
+    let mut out = format!(
+        "{} ({})\n\n{}\n\nparameters:\n",
+        t.name,
+        t.kind.name(),
+        wrap(&t.description(), 2)
+    );
+    let required: Vec<&str> = schema["required"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|v| v.as_str()).collect())
+        .unwrap_or_default();
+    if let Some(props) = schema["properties"].as_object() {
+        for (name, p) in props {
+            let kind = p["type"]
+                .as_str()
+                .map(str::to_string)
+                .or_else(|| {
+                    p["type"].as_array().map(|a| {
+                        a.iter()
+                            .filter_map(|v| v.as_str())
+                            .filter(|s| *s != "null")
+                            .collect::<Vec<_>>()
+                            .join("|")
+                    })
+                })
+                .or_else(|| {
+                    p["$ref"]
+                        .as_str()
+                        .map(|r| r.rsplit('/').next().unwrap_or(r).to_string())
+                })
+                .unwrap_or_default();
+            let default = if required.contains(&name.as_str()) {
+                "required".to_string()
+            } else {
+                match p.get("default") {
+                    Some(d) => format!("default {d}"),
+                    None => "optional".to_string(),
+                }
+            };
+            let _ = writeln!(out, "  {name} ({kind}, {default})");
+            if let Some(d) = p["description"].as_str() {
+                let _ = writeln!(out, "{}", wrap(d, 6));
+            }
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\ncommon keys: id (default: the type name), inputs (default: the previous stage)"
+    );
+    out
+}
+
+fn wrap(text: &str, indent: usize) -> String {
+    let pad = " ".repeat(indent);
+    let mut lines = Vec::new();
+    let mut line = String::new();
+    for word in text.split_whitespace() {
+        if !line.is_empty() && line.len() + word.len() + 1 > 96 - indent {
+            lines.push(format!("{pad}{line}"));
+            line.clear();
+        }
+        if !line.is_empty() {
+            line.push(' ');
+        }
+        line.push_str(word);
+    }
+    if !line.is_empty() {
+        lines.push(format!("{pad}{line}"));
+    }
+    lines.join("\n")
+}

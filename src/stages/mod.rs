@@ -1,0 +1,214 @@
+//! Stage types. Each module holds one stage: its config struct (serde + JSON Schema, whose doc
+//! comments are the user docs), its logic and its tests. [`registry`] maps type names to them.
+//!
+//! Three kinds of stage flow through the engine:
+//! - a [`Source`] lists shards and reads each as a stream of batches;
+//! - a [`Transform`] maps one batch to kept rows and rejected rows (with a reason per row);
+//! - a [`Sink`] writes the batches of each task to one output file.
+
+pub mod read_jsonl;
+pub mod read_parquet;
+pub mod registry;
+pub mod sql;
+pub mod write_jsonl;
+pub mod write_parquet;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, RecordBatch, StringArray};
+use arrow::datatypes::SchemaRef;
+use schemars::JsonSchema;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Result;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StageKind {
+    Source,
+    Transform,
+    Sink,
+}
+
+impl StageKind {
+    pub fn name(self) -> &'static str {
+        match self {
+            StageKind::Source => "source",
+            StageKind::Transform => "transform",
+            StageKind::Sink => "sink",
+        }
+    }
+}
+
+/// A stage's parameters as written in the pipeline file.
+pub trait StageConfig: DeserializeOwned + Serialize + JsonSchema + Send + Sync + 'static {
+    const TYPE: &'static str;
+    const KIND: StageKind;
+    /// Bump when the same config starts producing different output: it is part of every task
+    /// fingerprint, so completed tasks re-run after an upgrade that changes results.
+    const VERSION: u32 = 1;
+
+    /// Checks beyond types; each problem names the parameter it is about.
+    fn check(&self) -> Vec<ParamProblem> {
+        Vec::new()
+    }
+
+    fn build(&self, stage_id: &str) -> Result<Stage>;
+}
+
+/// A semantic problem with one parameter, found after parsing.
+#[derive(Debug, Clone)]
+pub struct ParamProblem {
+    pub param: &'static str,
+    pub message: String,
+}
+
+/// Object-safe face of a [`StageConfig`], for the registry and the engine.
+pub trait DynStageConfig: Send + Sync + std::fmt::Debug {
+    fn type_name(&self) -> &'static str;
+    fn kind(&self) -> StageKind;
+    fn version(&self) -> u32;
+    fn to_json(&self) -> serde_json::Value;
+    fn check(&self) -> Vec<ParamProblem>;
+    fn build(&self, stage_id: &str) -> Result<Stage>;
+}
+
+impl<T: StageConfig + std::fmt::Debug> DynStageConfig for T {
+    fn type_name(&self) -> &'static str {
+        T::TYPE
+    }
+    fn kind(&self) -> StageKind {
+        T::KIND
+    }
+    fn version(&self) -> u32 {
+        T::VERSION
+    }
+    fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("stage configs serialize to JSON")
+    }
+    fn check(&self) -> Vec<ParamProblem> {
+        StageConfig::check(self)
+    }
+    fn build(&self, stage_id: &str) -> Result<Stage> {
+        StageConfig::build(self, stage_id)
+    }
+}
+
+/// A stage ready to run.
+#[derive(Clone)]
+pub enum Stage {
+    Source(Arc<dyn Source>),
+    Transform(Arc<dyn Transform>),
+    Sink(Arc<dyn Sink>),
+}
+
+/// One input file of a source.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shard {
+    pub path: PathBuf,
+    /// Path relative to the fixed (non-glob) prefix of the pattern; used in derived ids.
+    pub name: String,
+}
+
+pub trait Source: Send + Sync {
+    /// The shards in a deterministic order (sorted paths).
+    fn shards(&self) -> Result<Vec<Shard>>;
+    /// The schema batches of this shard will have (after text renaming and id derivation).
+    fn schema(&self, shard: &Shard) -> Result<SchemaRef>;
+    fn open(&self, shard: &Shard, batch_size: usize) -> Result<Box<dyn SourceReader>>;
+}
+
+pub trait SourceReader: Send {
+    fn schema(&self) -> SchemaRef;
+    /// The next batch of rows read; rows that could not be read come back as rejected.
+    fn next_batch(&mut self) -> Result<Option<Filtered>>;
+}
+
+pub trait Transform: Send + Sync {
+    /// Prepares the stage for one task whose input has `input` schema. Errors here are config
+    /// errors when found at check time (a column the SQL names does not exist, ...).
+    fn start(&self, input: SchemaRef) -> Result<Box<dyn TransformTask>>;
+}
+
+pub trait TransformTask: Send {
+    fn output_schema(&self) -> SchemaRef;
+    fn process(&mut self, batch: RecordBatch) -> Result<Filtered>;
+}
+
+pub trait Sink: Send + Sync {
+    fn output_dir(&self) -> &Path;
+    fn rejects_dir(&self) -> Option<&Path>;
+    /// File extension of the files this sink writes, without the dot.
+    fn extension(&self) -> &str;
+    /// Starts writing one file at `path` (the engine passes a temporary path and renames it).
+    fn create(&self, path: &Path, schema: SchemaRef) -> Result<Box<dyn SinkWriter>>;
+}
+
+pub trait SinkWriter: Send {
+    fn write(&mut self, batch: &RecordBatch) -> Result<()>;
+    fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// The outcome of a stage on one batch.
+#[derive(Debug, Clone)]
+pub struct Filtered {
+    pub kept: RecordBatch,
+    pub rejected: Option<Rejected>,
+}
+
+impl Filtered {
+    pub fn all_kept(kept: RecordBatch) -> Self {
+        Filtered {
+            kept,
+            rejected: None,
+        }
+    }
+}
+
+/// Rows a stage did not keep, each with the reason why.
+#[derive(Debug, Clone)]
+pub struct Rejected {
+    pub rows: RecordBatch,
+    pub reasons: StringArray,
+}
+
+impl Rejected {
+    pub fn new(rows: RecordBatch, reasons: StringArray) -> Self {
+        debug_assert_eq!(rows.num_rows(), reasons.len());
+        Rejected { rows, reasons }
+    }
+
+    /// All rows rejected for the same reason.
+    pub fn uniform(rows: RecordBatch, reason: &str) -> Self {
+        let reasons = StringArray::from(vec![reason; rows.num_rows()]);
+        Rejected { rows, reasons }
+    }
+
+    pub fn num_rows(&self) -> usize {
+        self.rows.num_rows()
+    }
+}
+
+/// Byte length of the `text` column of a batch (0 when absent), for throughput stats.
+pub fn text_bytes(batch: &RecordBatch) -> u64 {
+    use arrow::array::AsArray;
+    use arrow::datatypes::DataType;
+    let Some(col) = batch.column_by_name(crate::io::TEXT_COLUMN) else {
+        return 0;
+    };
+    match col.data_type() {
+        DataType::Utf8 => {
+            let a = col.as_string::<i32>();
+            let offsets = a.value_offsets();
+            (offsets[offsets.len() - 1] - offsets[0]) as u64
+        }
+        DataType::LargeUtf8 => {
+            let a = col.as_string::<i64>();
+            let offsets = a.value_offsets();
+            (offsets[offsets.len() - 1] - offsets[0]) as u64
+        }
+        _ => 0,
+    }
+}

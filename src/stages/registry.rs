@@ -1,0 +1,76 @@
+//! Stage type name → config type. Adding a stage: one line in [`all`].
+
+use schemars::generate::SchemaSettings;
+use serde_json::Value as Json;
+
+use super::read_jsonl::ReadJsonl;
+use super::read_parquet::ReadParquet;
+use super::sql::Sql;
+use super::write_jsonl::WriteJsonl;
+use super::write_parquet::WriteParquet;
+use super::{DynStageConfig, StageConfig, StageKind};
+use crate::config::de::{DeError, from_node};
+use crate::config::yaml::Node;
+
+#[derive(Clone, Copy)]
+pub struct StageType {
+    pub name: &'static str,
+    pub kind: StageKind,
+    /// JSON Schema of the stage's parameters (doc comments become descriptions).
+    pub schema: fn() -> Json,
+    pub parse: fn(&Node) -> Result<Box<dyn DynStageConfig>, DeError>,
+}
+
+fn entry<C: StageConfig + std::fmt::Debug>() -> StageType {
+    StageType {
+        name: C::TYPE,
+        kind: C::KIND,
+        schema: || {
+            let schema = SchemaSettings::draft2020_12()
+                .into_generator()
+                .into_root_schema_for::<C>();
+            serde_json::to_value(schema).expect("schemas serialize")
+        },
+        parse: |node| Ok(Box::new(from_node::<C>(node)?)),
+    }
+}
+
+/// Every stage type, in the order `grist stages` lists them.
+pub fn all() -> Vec<StageType> {
+    vec![
+        entry::<ReadParquet>(),
+        entry::<ReadJsonl>(),
+        entry::<Sql>(),
+        entry::<WriteParquet>(),
+        entry::<WriteJsonl>(),
+    ]
+}
+
+pub fn get(name: &str) -> Option<StageType> {
+    all().into_iter().find(|t| t.name == name)
+}
+
+impl StageType {
+    /// Parameter names, in declaration order.
+    pub fn param_names(&self) -> Vec<String> {
+        match (self.schema)().get("properties") {
+            Some(Json::Object(props)) => props.keys().cloned().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    pub fn description(&self) -> String {
+        (self.schema)()
+            .get("description")
+            .and_then(Json::as_str)
+            .unwrap_or("")
+            .to_string()
+    }
+
+    /// First sentence of the description.
+    pub fn summary(&self) -> String {
+        let d = self.description();
+        let first = d.split(". ").next().unwrap_or("").trim_end_matches('.');
+        format!("{first}.")
+    }
+}

@@ -1,0 +1,7 @@
+//! Integration tests of the `grist` binary: one test binary, a few lines per test.
+
+mod bad_input;
+mod config;
+mod resume;
+mod run;
+mod util;

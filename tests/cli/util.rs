@@ -1,0 +1,207 @@
+//! Helpers that make each CLI test a few lines: a scratch directory with input shards cut from
+//! the real C4 sample in ../shared/data, a way to run `grist`, and readers for what it wrote.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+
+use arrow::array::{AsArray, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema};
+use parquet::arrow::ArrowWriter;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn shared_data() -> PathBuf {
+    repo().join("../shared/data")
+}
+
+/// The C4 sample documents: (text, timestamp, url).
+pub fn c4_docs() -> Vec<(String, String, String)> {
+    let path = shared_data().join("web_en/c4_sample/c4_sample_docs000-799.jsonl.gz");
+    let file = File::open(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let reader = BufReader::new(flate2::read::MultiGzDecoder::new(file));
+    reader
+        .lines()
+        .map(|l| {
+            let v: serde_json::Value = serde_json::from_str(&l.unwrap()).unwrap();
+            let s = |k: &str| v[k].as_str().unwrap().to_string();
+            (s("text"), s("timestamp"), s("url"))
+        })
+        .collect()
+}
+
+pub struct Scratch {
+    pub dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Scratch {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    pub fn path(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    pub fn write(&self, rel: &str, content: impl AsRef<[u8]>) -> PathBuf {
+        let p = self.path(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        p
+    }
+
+    /// Splits the C4 sample into `n` Parquet shards `rel/part-<i>.parquet`.
+    pub fn c4_parquet_shards(&self, rel: &str, n: usize) {
+        let docs = c4_docs();
+        let per = docs.len().div_ceil(n);
+        for (i, chunk) in docs.chunks(per).enumerate() {
+            write_parquet(&self.path(&format!("{rel}/part-{i}.parquet")), chunk);
+        }
+    }
+
+    /// Runs grist with the scratch directory as working directory.
+    pub fn grist(&self, args: &[&str]) -> Output {
+        self.grist_env(args, &[])
+    }
+
+    pub fn grist_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
+        let mut cmd = self.command(args);
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        cmd.output().unwrap()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_grist"));
+        cmd.args(args)
+            .current_dir(self.dir.path())
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .env_remove("SLURM_ARRAY_TASK_COUNT")
+            .env_remove("GRIST_PAUSE_AT")
+            .stdin(Stdio::null());
+        cmd
+    }
+}
+
+pub fn write_parquet(path: &Path, docs: &[(String, String, String)]) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("text", DataType::Utf8, true),
+        Field::new("timestamp", DataType::Utf8, true),
+        Field::new("url", DataType::Utf8, true),
+    ]));
+    let col = |f: fn(&(String, String, String)) -> &str| {
+        Arc::new(StringArray::from_iter_values(docs.iter().map(f))) as _
+    };
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![col(|d| &d.0), col(|d| &d.1), col(|d| &d.2)],
+    )
+    .unwrap();
+    let mut w = ArrowWriter::try_new(File::create(path).unwrap(), schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+}
+
+/// Every row of every Parquet file under `dir`, files in name order, as JSON objects.
+pub fn read_rows(dir: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "parquet"))
+        .collect();
+    files.sort();
+    let mut rows = Vec::new();
+    for f in files {
+        let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&f).unwrap())
+            .unwrap()
+            .build()
+            .unwrap();
+        for batch in reader {
+            let batch = batch.unwrap();
+            let mut buf = Vec::new();
+            let mut w = arrow::json::LineDelimitedWriter::new(&mut buf);
+            w.write(&batch).unwrap();
+            w.finish().unwrap();
+            for line in buf.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                rows.push(serde_json::from_slice(line).unwrap());
+            }
+        }
+    }
+    rows
+}
+
+/// Names of the files in `dir` (not hidden), sorted.
+pub fn file_names(dir: &Path) -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map(|rd| {
+            rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    names.retain(|n| !n.starts_with('.'));
+    names.sort();
+    names
+}
+
+/// Stats of every stage of a run, checking the row invariant of each.
+pub fn stats(workdir: &Path) -> BTreeMap<String, serde_json::Value> {
+    let dir = workdir.join("stats");
+    let mut out = BTreeMap::new();
+    for name in file_names(&dir) {
+        let v: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join(&name)).unwrap()).unwrap();
+        let rejected: u64 = v["rejected"]
+            .as_object()
+            .unwrap()
+            .values()
+            .map(|n| n.as_u64().unwrap())
+            .sum();
+        assert_eq!(
+            v["rows_in"].as_u64().unwrap(),
+            v["rows_kept"].as_u64().unwrap() + rejected,
+            "rows in != kept + rejected for {name}: {v}"
+        );
+        out.insert(name.trim_end_matches(".json").to_string(), v);
+    }
+    out
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[track_caller]
+pub fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "grist failed ({:?}):\n{}",
+        out.status.code(),
+        text(out)
+    );
+}
+
+/// A column of a batch as strings.
+#[allow(dead_code)]
+pub fn strings(batch: &RecordBatch, name: &str) -> Vec<String> {
+    batch
+        .column_by_name(name)
+        .unwrap()
+        .as_string::<i32>()
+        .iter()
+        .map(|s| s.unwrap_or("").to_string())
+        .collect()
+}
