@@ -309,6 +309,18 @@ fn make_plan(p: &Pipeline, mut shards: HashMap<usize, Vec<Shard>>) -> Result<Pla
             });
         }
     }
+    let mut writers: HashMap<&PathBuf, &str> = HashMap::new();
+    for t in &tasks {
+        for o in &t.outputs {
+            if let Some(other) = writers.insert(o, &t.name) {
+                return Err(GristError::Usage(format!(
+                    "tasks `{other}` and `{}` would both write {}: give the writers different paths",
+                    t.name,
+                    o.display()
+                )));
+            }
+        }
+    }
     let stages = p.order.iter().map(|&i| p.nodes[i].id.clone()).collect();
     Ok(Plan {
         phases: vec![Phase {

@@ -308,16 +308,18 @@ fn rejects_file(p: &Pipeline, task: &Task, dir: &Path, sink: usize) -> PathBuf {
     dir.join(format!("{}.{}", task.name, s.extension()))
 }
 
-/// A previous attempt (another config, or killed) may have left files this one would not
-/// overwrite: a rejects file for a stage that now rejects nothing, temporary files.
+/// Outputs of a task without a valid marker are not trusted: a previous attempt (another config,
+/// other input, or killed) may have left files this one would not overwrite, such as a rejects
+/// file for a stage that now rejects nothing, or an output that would outlive a failure now.
 fn clear_previous_outputs(p: &Pipeline, task: &Task) {
-    for (dir, sink) in rejects_dirs(p, task).iter().flatten() {
-        let file = rejects_file(p, task, dir, *sink);
-        let _ = std::fs::remove_file(&file);
-        atomic::remove_stale_tmp(dir, &file.file_name().unwrap_or_default().to_string_lossy());
-    }
-    for output in &task.outputs {
-        if let (Some(dir), Some(name)) = (output.parent(), output.file_name()) {
+    let rejects = rejects_dirs(p, task)
+        .iter()
+        .flatten()
+        .map(|(dir, sink)| rejects_file(p, task, dir, *sink))
+        .collect::<Vec<_>>();
+    for file in task.outputs.iter().chain(&rejects) {
+        let _ = std::fs::remove_file(file);
+        if let (Some(dir), Some(name)) = (file.parent(), file.file_name()) {
             atomic::remove_stale_tmp(dir, &name.to_string_lossy());
         }
     }

@@ -194,3 +194,52 @@ fn jsonl_output_round_trips() {
     let out = s.grist(&["inspect", "out/input-00000.jsonl.gz"]);
     assert!(text(&out).contains("2 rows"), "{}", text(&out));
 }
+
+#[test]
+fn sources_merge_into_one_writer_and_a_stage_feeds_two() {
+    let s = Scratch::new();
+    s.write("a/1.jsonl", "{\"text\": \"short\", \"url\": \"a1\"}\n{\"text\": \"a rather longer document here\", \"url\": \"a2\"}\n");
+    s.write("a/2.jsonl", "{\"text\": \"tiny\", \"url\": \"a3\"}\n");
+    s.write("b/1.jsonl", "{\"text\": \"from b\", \"url\": \"b1\"}\n");
+    s.write(
+        "p.yaml",
+        "name: dag\nworkdir: work\nstages:\n  \
+         - {id: a, type: read_jsonl, path: a}\n  \
+         - {id: b, type: read_jsonl, path: b}\n  \
+         - {id: all, type: write_parquet, path: out/all, inputs: [a, b]}\n  \
+         - {id: short, type: sql, query: 'SELECT * FROM docs WHERE length(text) < 10', inputs: a}\n  \
+         - {id: shorts, type: write_jsonl, path: out/short, rejects: out/rejects}\n",
+    );
+    assert_ok(&s.grist(&["run", "p.yaml"]));
+    assert_eq!(
+        file_names(&s.path("out/all")),
+        ["a-00000.parquet", "a-00001.parquet", "b-00000.parquet"]
+    );
+    assert_eq!(read_rows(&s.path("out/all")).len(), 4);
+    assert_eq!(
+        file_names(&s.path("out/short")),
+        ["a-00000.jsonl", "a-00001.jsonl"]
+    );
+    assert_eq!(file_names(&s.path("out/rejects/short")), ["a-00000.jsonl"]);
+    let st = stats(&s.path("work"));
+    assert_eq!(st["all"]["rows_in"], 4);
+    assert_eq!(st["shorts"]["rows_in"], 2);
+    assert_eq!(st["short"]["rejected"]["sql_filter"], 1);
+}
+
+#[test]
+fn two_writers_on_the_same_files_are_refused() {
+    let s = Scratch::new();
+    s.write("a/1.jsonl", "{\"text\": \"x\"}\n");
+    s.write(
+        "p.yaml",
+        "name: dup\ninput: {jsonl: a}\nstages:\n  - {id: w1, type: write_parquet, path: out}\n  - {id: w2, type: write_parquet, path: out, inputs: input}\n",
+    );
+    let out = s.grist(&["run", "p.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out).contains("would both write out/input-00000.parquet"),
+        "{}",
+        text(&out)
+    );
+}
