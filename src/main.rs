@@ -249,7 +249,7 @@ fn plan_text(p: &engine::Pipeline, plan: &engine::Plan) -> String {
             "phase `{}`: {} task(s); stages {}",
             phase.name,
             phase.tasks.len(),
-            phase.stages.join(" → ")
+            phase.stages.join(", ")
         );
         for t in &phase.tasks {
             let done = engine::task::completed(p.workdir(), &phase.name, t).is_some();

@@ -11,8 +11,10 @@ use parquet::arrow::ArrowWriter;
 use parquet::arrow::ProjectionMask;
 use parquet::arrow::arrow_reader::{ParquetRecordBatchReader, ParquetRecordBatchReaderBuilder};
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
+use super::TEXT_COLUMN;
 use super::normalize::{ColumnMapping, Normalizer};
 use crate::error::{GristError, IoContext, Result};
 use crate::stages::{Filtered, Shard, SourceReader};
@@ -126,8 +128,13 @@ impl ParquetFileWriter {
     pub fn create(path: &Path, schema: SchemaRef, opts: &WriteOptions) -> Result<Self> {
         let file = BufWriter::with_capacity(1 << 20, File::create(path).at(path)?);
         let level = ZstdLevel::try_new(opts.zstd_level)?;
+        // Document text is unique per row: a dictionary for it is built only to be thrown away
+        // at the first page, and page-level min/max of long strings help no reader.
+        let text = ColumnPath::from(TEXT_COLUMN);
         let props = WriterProperties::builder()
             .set_compression(Compression::ZSTD(level))
+            .set_column_dictionary_enabled(text.clone(), false)
+            .set_column_statistics_enabled(text, EnabledStatistics::Chunk)
             .set_max_row_group_row_count(Some(opts.row_group_rows.max(1)))
             .set_max_row_group_bytes(Some(opts.row_group_bytes.max(1)))
             .build();

@@ -59,12 +59,11 @@ impl StageType {
         }
     }
 
+    /// The stage's doc comment, as one paragraph.
     pub fn description(&self) -> String {
-        (self.schema)()
-            .get("description")
-            .and_then(Json::as_str)
-            .unwrap_or("")
-            .to_string()
+        let schema = (self.schema)();
+        let text = schema.get("description").and_then(Json::as_str).unwrap_or("");
+        text.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 
     /// First sentence of the description.

@@ -25,6 +25,7 @@ import random
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -100,16 +101,33 @@ with ThreadPoolExecutor(workers) as pool:
 
 
 def run_measured(cmd, **kw):
-    """Runs cmd; returns (seconds, peak RSS in MiB, stdout)."""
+    """Runs cmd; returns (seconds, peak RSS in MiB, stdout).
+
+    Peak RSS is the child's VmHWM, polled until it exits. (wait4's ru_maxrss is no good here:
+    Linux carries the forking parent's high-water mark over exec, and this script's own RSS is
+    large after making a corpus.)"""
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, **kw)
-    # wait4 gives this child's own rusage, so each process's peak RSS is its own.
-    _, status, usage = os.wait4(proc.pid, 0)
+    # Output goes to files: a full pipe would stall the child while we poll.
+    out_f, err_f = tempfile.TemporaryFile(), tempfile.TemporaryFile()
+    proc = subprocess.Popen(cmd, stdout=out_f, stderr=err_f, **kw)
+    peak_kib = 0
+    status_file = f"/proc/{proc.pid}/status"
+    while proc.poll() is None:
+        try:
+            with open(status_file) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        peak_kib = max(peak_kib, int(line.split()[1]))
+        except (FileNotFoundError, ProcessLookupError, ValueError):
+            pass
+        time.sleep(0.005)
     seconds = time.perf_counter() - start
-    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
-    if status != 0:
+    out_f.seek(0)
+    err_f.seek(0)
+    out, err = out_f.read().decode(), err_f.read().decode()
+    if proc.returncode != 0:
         sys.exit(f"{cmd[0]} failed:\n{out}\n{err}")
-    return seconds, usage.ru_maxrss / 1024, out
+    return seconds, peak_kib / 1024, out
 
 
 def bench(size_gb: float, workers: int, work: Path, grist: Path):

@@ -149,7 +149,7 @@ fn plan_lists_tasks_and_emits_slurm_arrays() {
     let out = s.grist(&["plan", "p.yaml"]);
     assert_ok(&out);
     assert!(
-        text(&out).contains("phase `stream`: 3 task(s); stages input → f → out"),
+        text(&out).contains("phase `stream`: 3 task(s); stages input, f, out"),
         "{}",
         text(&out)
     );
@@ -242,4 +242,16 @@ fn two_writers_on_the_same_files_are_refused() {
         "{}",
         text(&out)
     );
+}
+
+#[test]
+fn example_ccnet_branch_filters_on_nested_metadata() {
+    let s = Scratch::new();
+    let file = example(&s);
+    assert_ok(&s.grist(&["run", &file]));
+    let st = stats(&s.path("runs/web-sql"));
+    assert_eq!(st["ccnet"]["rows_in"], 20);
+    // 11 of the 20 CCNet documents have language_score >= 0.95 and perplexity < 310.
+    assert_eq!(st["ccnet_clean"]["rows_kept"], 11);
+    assert_eq!(read_rows(&s.path("runs/web-sql/rejects/ccnet_clean")).len(), 9);
 }
