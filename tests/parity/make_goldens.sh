@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Regenerate tests/fixtures/parity/{datatrove_filters.jsonl.gz,VERSIONS.txt}: the decisions of
+# datatrove 0.10.1's Gopher / C4 / FineWeb quality filters and fastText lid.176 on the real web
+# text in ../shared/data (or $GRIST_PARITY_DATA). Needs python3 and PyPI; no other network access
+# (spaCy's blank "en" tokenizer needs no model download). Takes ~5-10 minutes on one core.
+#
+#   tests/parity/make_goldens.sh            # full run
+#   tests/parity/make_goldens.sh --limit 20 --out /tmp/t.jsonl.gz --versions /tmp/V.txt   # smoke test
+#
+# Env: GRIST_PARITY_VENV (default ~/.cache/grist/parity-venv), GRIST_PARITY_DATA
+# (default /work/shared/data), PYTHON (default python3).
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+venv="${GRIST_PARITY_VENV:-$HOME/.cache/grist/parity-venv}"
+py="${PYTHON:-python3}"
+
+DATATROVE_VERSION=0.10.1
+SPACY_VERSION=3.8.18
+FASTTEXT_PREDICT_VERSION=0.9.2.4
+
+if [[ ! -x "$venv/bin/python" ]]; then
+    mkdir -p "$(dirname "$venv")"
+    "$py" -m venv "$venv"
+fi
+pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
+
+nice -n 19 "${pip[@]}" install "datatrove[processing]==${DATATROVE_VERSION}" "spacy==${SPACY_VERSION}"
+# datatrove[processing] pulls fasttext-numpy2-wheel, and fasttext-predict ships the same top-level
+# `fasttext` package: the two overwrite each other's files. We want fasttext-predict's module, so
+# drop the other distribution and reinstall fasttext-predict cleanly.
+if "$venv/bin/python" -m pip show -q fasttext-numpy2-wheel >/dev/null 2>&1; then
+    "${pip[@]}" uninstall -y fasttext-numpy2-wheel
+fi
+nice -n 19 "${pip[@]}" install --force-reinstall --no-deps "fasttext-predict==${FASTTEXT_PREDICT_VERSION}"
+
+"$venv/bin/python" - <<PYCHECK
+import importlib.metadata as m, fasttext
+assert m.version("datatrove") == "${DATATROVE_VERSION}", m.version("datatrove")
+assert m.version("spacy") == "${SPACY_VERSION}", m.version("spacy")
+assert m.version("fasttext-predict") == "${FASTTEXT_PREDICT_VERSION}"
+# fasttext-predict's module is predict-only; the full fastText binding has train_supervised.
+assert not hasattr(fasttext, "train_supervised"), "fasttext module is not fasttext-predict's"
+import spacy
+spacy.blank("en")  # the tokenizer datatrove uses for English; needs no model download
+PYCHECK
+
+exec nice -n 19 "$venv/bin/python" "$here/datatrove_goldens.py" "$@"
