@@ -69,6 +69,14 @@ impl GristError {
         }
     }
 
+    /// Names the stage an error happened in, unless it already does.
+    pub fn in_stage(self, stage: &str) -> Self {
+        match self {
+            GristError::Stage { .. } => self,
+            other => GristError::stage(stage, other),
+        }
+    }
+
     /// Process exit code for this error: 2 for config and usage, 1 for everything else.
     pub fn exit_code(&self) -> i32 {
         match self {

@@ -6,7 +6,7 @@
 //! batch by batch. Barrier stages (dedup, tokenizer training, ...) will add phases after it.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use arrow::datatypes::SchemaRef;
 use serde::Serialize;
@@ -14,7 +14,7 @@ use serde::Serialize;
 use crate::config::diagnostic::{Diagnostic, Diagnostics};
 use crate::config::{Loaded, PipelineSpec};
 use crate::error::{GristError, Result};
-use crate::stages::{Shard, Stage};
+use crate::stages::{Shard, Sink, Stage};
 
 pub const STREAM_PHASE: &str = "stream";
 
@@ -290,9 +290,7 @@ fn make_plan(p: &Pipeline, mut shards: HashMap<usize, Vec<Shard>>) -> Result<Pla
             let outputs = reach
                 .iter()
                 .filter_map(|&i| match &p.nodes[i].stage {
-                    Stage::Sink(s) => {
-                        Some(s.output_dir().join(format!("{name}.{}", s.extension())))
-                    }
+                    Stage::Sink(s) => Some(task_file(s.as_ref(), s.output_dir(), &name)),
                     _ => None,
                 })
                 .collect();
@@ -329,6 +327,12 @@ fn make_plan(p: &Pipeline, mut shards: HashMap<usize, Vec<Shard>>) -> Result<Pla
             tasks,
         }],
     })
+}
+
+/// The file a task writes into `dir` (a sink's output or rejects directory): named after the task,
+/// so a re-run overwrites it, in the sink's format.
+pub fn task_file(sink: &dyn Sink, dir: &Path, task: &str) -> PathBuf {
+    dir.join(format!("{task}.{}", sink.extension()))
 }
 
 /// Nodes reachable from `from` (itself included), in dependency order.

@@ -12,7 +12,7 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use super::hook::checkpoint;
-use super::plan::{Pipeline, Task};
+use super::plan::{Pipeline, Task, task_file};
 use super::stats::StageStats;
 use crate::error::{GristError, Result};
 use crate::io::atomic::{self, PendingFile};
@@ -122,15 +122,13 @@ impl<'a> Runner<'a> {
                     }
                     Stage::Transform(t) => {
                         let input = input.expect("a transform in reach has a reached input");
-                        let t = t.start(input).map_err(|e| GristError::stage(&node.id, e))?;
+                        let t = t.start(input).map_err(|e| e.in_stage(&node.id))?;
                         schemas[i] = Some(t.output_schema());
                         states[i] = State::Transform(t);
                     }
                     Stage::Sink(sink) => {
                         let input = input.expect("a sink in reach has a reached input");
-                        let dest =
-                            sink.output_dir()
-                                .join(format!("{}.{}", task.name, sink.extension()));
+                        let dest = task_file(sink.as_ref(), sink.output_dir(), &task.name);
                         let pending = PendingFile::new(dest)?;
                         let writer = sink.create(&pending.tmp, input.clone())?;
                         schemas[i] = Some(input);
@@ -212,7 +210,7 @@ impl<'a> Runner<'a> {
         let out = match &mut self.states[i] {
             State::Transform(t) => t
                 .process(batch.clone())
-                .map_err(|e| GristError::stage(&self.p.nodes[i].id, e))?,
+                .map_err(|e| e.in_stage(&self.p.nodes[i].id))?,
             State::Sink(writer, _) => {
                 writer.write(batch)?;
                 Filtered::all_kept(batch.clone())
@@ -305,7 +303,7 @@ fn rejects_file(p: &Pipeline, task: &Task, dir: &Path, sink: usize) -> PathBuf {
     let Stage::Sink(s) = &p.nodes[sink].stage else {
         unreachable!("rejects belong to sinks")
     };
-    dir.join(format!("{}.{}", task.name, s.extension()))
+    task_file(s.as_ref(), dir, &task.name)
 }
 
 /// Outputs of a task without a valid marker are not trusted: a previous attempt (another config,

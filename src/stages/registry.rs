@@ -62,7 +62,10 @@ impl StageType {
     /// The stage's doc comment, as one paragraph.
     pub fn description(&self) -> String {
         let schema = (self.schema)();
-        let text = schema.get("description").and_then(Json::as_str).unwrap_or("");
+        let text = schema
+            .get("description")
+            .and_then(Json::as_str)
+            .unwrap_or("");
         text.split_whitespace().collect::<Vec<_>>().join(" ")
     }
 

@@ -253,5 +253,8 @@ fn example_ccnet_branch_filters_on_nested_metadata() {
     assert_eq!(st["ccnet"]["rows_in"], 20);
     // 11 of the 20 CCNet documents have language_score >= 0.95 and perplexity < 310.
     assert_eq!(st["ccnet_clean"]["rows_kept"], 11);
-    assert_eq!(read_rows(&s.path("runs/web-sql/rejects/ccnet_clean")).len(), 9);
+    assert_eq!(
+        read_rows(&s.path("runs/web-sql/rejects/ccnet_clean")).len(),
+        9
+    );
 }
