@@ -6,6 +6,7 @@
 //! - a [`Transform`] maps one batch to kept rows and rejected rows (with a reason per row);
 //! - a [`Sink`] writes the batches of each task to one output file.
 
+pub mod langid;
 pub mod read_jsonl;
 pub mod read_parquet;
 pub mod registry;
@@ -210,5 +211,21 @@ pub fn text_bytes(batch: &RecordBatch) -> u64 {
             (offsets[offsets.len() - 1] - offsets[0]) as u64
         }
         _ => 0,
+    }
+}
+
+/// The `text` column of a batch, as string slices (null for a null text).
+pub fn text_values(batch: &RecordBatch) -> Result<Vec<Option<&str>>> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::DataType;
+    let col = batch
+        .column_by_name(crate::io::TEXT_COLUMN)
+        .ok_or_else(|| crate::GristError::Usage("the batch has no `text` column".into()))?;
+    match col.data_type() {
+        DataType::Utf8 => Ok(col.as_string::<i32>().iter().collect()),
+        DataType::LargeUtf8 => Ok(col.as_string::<i64>().iter().collect()),
+        other => Err(crate::GristError::Usage(format!(
+            "the `text` column is {other}, not a string"
+        ))),
     }
 }

@@ -3,6 +3,7 @@
 use schemars::generate::SchemaSettings;
 use serde_json::Value as Json;
 
+use super::langid::Langid;
 use super::read_jsonl::ReadJsonl;
 use super::read_parquet::ReadParquet;
 use super::sql::Sql;
@@ -41,6 +42,7 @@ pub fn all() -> Vec<StageType> {
         entry::<ReadParquet>(),
         entry::<ReadJsonl>(),
         entry::<Sql>(),
+        entry::<Langid>(),
         entry::<WriteParquet>(),
         entry::<WriteJsonl>(),
     ]

@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod config;
+mod langid;
 mod resume;
 mod run;
 mod util;

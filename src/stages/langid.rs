@@ -1,0 +1,326 @@
+//! `langid`: language identification with a fastText model (lid.176), as datatrove's
+//! `LanguageFilter` does it for FineWeb.
+
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use rayon::prelude::*;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Filtered, ParamProblem, Rejected, Stage, StageConfig, StageKind, Transform, TransformTask,
+    text_values,
+};
+use crate::error::{GristError, Result};
+
+/// Identifies the language of each document with a fastText model and adds the `language` and
+/// `language_score` columns (the best label and its probability). Newlines become spaces before
+/// prediction, over the whole text, as in datatrove. A document is kept when its best score is
+/// above `min_score`, or, with `languages`, when one of those languages scores above it (a
+/// language outside the top `k` labels scores 0). Reasons: `wrong_language`, `low_language_score`.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Langid {
+    /// fastText language-ID model: `lid.176.ftz` (bundled) or `lid.176.bin`.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Languages to keep, as the model's labels (`en`, `de`, ...); unset keeps any language.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub languages: Option<Vec<String>>,
+    /// Score a document must exceed (strictly), as datatrove's `language_threshold`.
+    #[serde(default = "default_min_score")]
+    pub min_score: f64,
+    /// Labels predicted per document; -1 for all of them.
+    #[serde(default = "default_k")]
+    pub k: i32,
+    /// Only add the columns; keep every document.
+    #[serde(default)]
+    pub label_only: bool,
+}
+
+fn default_model() -> String {
+    "filters/models/lid.176.ftz".into()
+}
+
+fn default_min_score() -> f64 {
+    0.65
+}
+
+fn default_k() -> i32 {
+    -1
+}
+
+impl StageConfig for Langid {
+    const TYPE: &'static str = "langid";
+    const KIND: StageKind = StageKind::Transform;
+
+    fn check(&self) -> Vec<ParamProblem> {
+        let mut problems = Vec::new();
+        if let Err(message) = check_model_file(Path::new(&self.model)) {
+            problems.push(ParamProblem {
+                param: "model",
+                message,
+            });
+        }
+        if !(0.0..1.0).contains(&self.min_score) {
+            problems.push(ParamProblem {
+                param: "min_score",
+                message: format!("`min_score` {} is not in [0, 1)", self.min_score),
+            });
+        }
+        if self.k == 0 || self.k < -1 {
+            problems.push(ParamProblem {
+                param: "k",
+                message: "`k` is -1 (all labels) or at least 1".into(),
+            });
+        }
+        if self.languages.as_ref().is_some_and(|l| l.is_empty()) {
+            problems.push(ParamProblem {
+                param: "languages",
+                message: "`languages` is empty; leave it unset to keep every language".into(),
+            });
+        }
+        problems
+    }
+
+    fn build(&self, stage_id: &str) -> Result<Stage> {
+        let model = LanguageModel::load(Path::new(&self.model))
+            .map_err(|e| GristError::stage(stage_id, e))?;
+        if let Some(langs) = &self.languages {
+            let unknown: Vec<&str> = langs
+                .iter()
+                .filter(|l| !model.labels.contains(l))
+                .map(String::as_str)
+                .collect();
+            if !unknown.is_empty() {
+                return Err(GristError::stage(
+                    stage_id,
+                    format!("`{}` has no label {}", self.model, unknown.join(", ")),
+                ));
+            }
+        }
+        Ok(Stage::Transform(Arc::new(LangidTransform {
+            model: Arc::new(model),
+            config: self.clone(),
+        })))
+    }
+}
+
+/// fastText files start with magic 793712314 and version 12 (little-endian i32s). Checking them
+/// turns a wrong file into a clear error instead of whatever fastText makes of it.
+fn check_model_file(path: &Path) -> std::result::Result<(), String> {
+    let mut head = [0u8; 8];
+    let mut file = std::fs::File::open(path)
+        .map_err(|e| format!("cannot open model `{}`: {e}", path.display()))?;
+    file.read_exact(&mut head)
+        .map_err(|_| format!("`{}` is too short to be a fastText model", path.display()))?;
+    let magic = i32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
+    let version = i32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
+    if magic != 793_712_314 || version > 12 {
+        return Err(format!(
+            "`{}` is not a fastText model (bad magic number or version)",
+            path.display()
+        ));
+    }
+    Ok(())
+}
+
+/// A loaded fastText model, shared by every task and thread.
+pub struct LanguageModel {
+    inner: fasttext::FastText,
+    labels: Vec<String>,
+    path: PathBuf,
+}
+
+// SAFETY: fastText's prediction (`FastText::predictLine`) is a const method that keeps its state
+// on the stack, so one model can serve many threads, as the Python binding does; the model is
+// never mutated after loading.
+unsafe impl Send for LanguageModel {}
+unsafe impl Sync for LanguageModel {}
+
+impl LanguageModel {
+    pub fn load(path: &Path) -> std::result::Result<Self, String> {
+        check_model_file(path)?;
+        let mut inner = fasttext::FastText::new();
+        let path_str = path
+            .to_str()
+            .ok_or_else(|| format!("model path `{}` is not UTF-8", path.display()))?;
+        inner
+            .load_model(path_str)
+            .map_err(|e| format!("cannot load fastText model `{}`: {e}", path.display()))?;
+        let (labels, _) = inner
+            .get_labels()
+            .map_err(|e| format!("cannot read the labels of `{}`: {e}", path.display()))?;
+        let labels: Vec<String> = labels.iter().map(|l| strip_label(l).to_string()).collect();
+        if labels.is_empty() {
+            return Err(format!(
+                "`{}` has no labels: not a supervised model",
+                path.display()
+            ));
+        }
+        Ok(LanguageModel {
+            inner,
+            labels,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Labels (without `__label__`) and probabilities, best first, as Python fastText's
+    /// `predict(text.replace("\n", " "), k)` gives them.
+    pub fn predict(&self, text: &str, k: i32) -> std::result::Result<Vec<(String, f32)>, String> {
+        // Python's predict appends "\n" (the end-of-sentence token); NUL cannot cross into C and
+        // is a word separator to fastText anyway.
+        let mut line: String = text
+            .chars()
+            .map(|c| if c == '\n' || c == '\0' { ' ' } else { c })
+            .collect();
+        line.push('\n');
+        let predictions = self
+            .inner
+            .predict(&line, k, 0.0)
+            .map_err(|e| format!("fastText `{}`: {e}", self.path.display()))?;
+        Ok(predictions
+            .into_iter()
+            .map(|p| (strip_label(&p.label).to_string(), p.prob))
+            .collect())
+    }
+}
+
+fn strip_label(label: &str) -> &str {
+    label.strip_prefix("__label__").unwrap_or(label)
+}
+
+struct LangidTransform {
+    model: Arc<LanguageModel>,
+    config: Langid,
+}
+
+impl Transform for LangidTransform {
+    fn start(&self, input: SchemaRef) -> Result<Box<dyn TransformTask>> {
+        let mut fields: Vec<Field> = input
+            .fields()
+            .iter()
+            .filter(|f| f.name() != "language" && f.name() != "language_score")
+            .map(|f| f.as_ref().clone())
+            .collect();
+        fields.push(Field::new("language", DataType::Utf8, true));
+        fields.push(Field::new("language_score", DataType::Float64, true));
+        Ok(Box::new(LangidTask {
+            model: self.model.clone(),
+            config: self.config.clone(),
+            output: Arc::new(Schema::new(fields)),
+        }))
+    }
+}
+
+struct LangidTask {
+    model: Arc<LanguageModel>,
+    config: Langid,
+    output: SchemaRef,
+}
+
+/// What became of one document.
+enum Verdict {
+    Keep,
+    Drop(&'static str),
+}
+
+impl LangidTask {
+    fn judge(&self, predictions: &[(String, f32)]) -> (Option<String>, Option<f64>, Verdict) {
+        let Some((best, best_score)) = predictions.first() else {
+            return (
+                None,
+                None,
+                if self.config.label_only {
+                    Verdict::Keep
+                } else {
+                    Verdict::Drop("low_language_score")
+                },
+            );
+        };
+        let best_score = f64::from(*best_score);
+        let min = self.config.min_score;
+        let verdict = if self.config.label_only {
+            Verdict::Keep
+        } else if let Some(langs) = &self.config.languages {
+            let passes = langs.iter().any(|l| {
+                predictions
+                    .iter()
+                    .find(|(p, _)| p == l)
+                    .is_some_and(|(_, s)| f64::from(*s) > min)
+            });
+            match passes {
+                true => Verdict::Keep,
+                false if langs.contains(best) => Verdict::Drop("low_language_score"),
+                false => Verdict::Drop("wrong_language"),
+            }
+        } else if best_score > min {
+            Verdict::Keep
+        } else {
+            Verdict::Drop("low_language_score")
+        };
+        (Some(best.clone()), Some(best_score), verdict)
+    }
+}
+
+impl TransformTask for LangidTask {
+    fn output_schema(&self) -> SchemaRef {
+        self.output.clone()
+    }
+
+    fn process(&mut self, batch: RecordBatch) -> Result<Filtered> {
+        let texts = text_values(&batch)?;
+        let k = self.config.k;
+        let predictions: Vec<Vec<(String, f32)>> = texts
+            .par_iter()
+            .map(|t| self.model.predict(t.unwrap_or(""), k))
+            .collect::<std::result::Result<_, _>>()
+            .map_err(|e| GristError::stage("langid", e))?;
+        let mut languages = Vec::with_capacity(texts.len());
+        let mut scores = Vec::with_capacity(texts.len());
+        let mut keep = Vec::with_capacity(texts.len());
+        let mut reasons = Vec::new();
+        for p in &predictions {
+            let (language, score, verdict) = self.judge(p);
+            languages.push(language);
+            scores.push(score);
+            match verdict {
+                Verdict::Keep => keep.push(true),
+                Verdict::Drop(reason) => {
+                    keep.push(false);
+                    reasons.push(reason);
+                }
+            }
+        }
+        let mut columns: Vec<ArrayRef> = self
+            .output
+            .fields()
+            .iter()
+            .take(self.output.fields().len() - 2)
+            .map(|f| {
+                batch
+                    .column_by_name(f.name())
+                    .expect("input columns pass through")
+                    .clone()
+            })
+            .collect();
+        columns.push(Arc::new(StringArray::from(languages)));
+        columns.push(Arc::new(Float64Array::from(scores)));
+        let labelled = RecordBatch::try_new(self.output.clone(), columns)?;
+        if reasons.is_empty() {
+            return Ok(Filtered::all_kept(labelled));
+        }
+        let keep = BooleanArray::from(keep);
+        let dropped = arrow::compute::not(&keep)?;
+        let rejected = filter_record_batch(&labelled, &dropped)?;
+        Ok(Filtered {
+            kept: filter_record_batch(&labelled, &keep)?,
+            rejected: Some(Rejected::new(rejected, StringArray::from(reasons))),
+        })
+    }
+}
