@@ -6,12 +6,12 @@ use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
-use arrow::compute::{cast, filter_record_batch, not};
+use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use super::{ID_COLUMN, TEXT_COLUMN};
 use crate::error::{GristError, Result};
-use crate::stages::{Filtered, Rejected};
+use crate::stages::Filtered;
 
 /// Which input columns hold the document text and id.
 #[derive(Debug, Clone)]
@@ -135,11 +135,7 @@ impl Normalizer {
         }
         let has_text =
             BooleanArray::from(text.logical_nulls().expect("nulls counted").inner().clone());
-        let kept = filter_record_batch(&batch, &has_text)?;
-        let rejected = filter_record_batch(&batch, &not(&has_text)?)?;
-        Ok(Filtered {
-            kept,
-            rejected: Some(Rejected::uniform(rejected, "null_text")),
-        })
+        let reasons = StringArray::from(vec!["null_text"; text.null_count()]);
+        Filtered::split(&batch, &has_text, reasons)
     }
 }

@@ -6,15 +6,13 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
-use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Filtered, ParamProblem, Rejected, Stage, StageConfig, StageKind, Transform, TransformTask,
-    text_values,
+    Filtered, ParamProblem, Stage, StageConfig, StageKind, Transform, TransformTask, text_values,
 };
 use crate::error::{GristError, Result};
 
@@ -105,6 +103,7 @@ impl StageConfig for Langid {
             }
         }
         Ok(Stage::Transform(Arc::new(LangidTransform {
+            stage_id: stage_id.to_string(),
             model: Arc::new(model),
             config: self.clone(),
         })))
@@ -196,6 +195,7 @@ fn strip_label(label: &str) -> &str {
 }
 
 struct LangidTransform {
+    stage_id: String,
     model: Arc<LanguageModel>,
     config: Langid,
 }
@@ -211,6 +211,7 @@ impl Transform for LangidTransform {
         fields.push(Field::new("language", DataType::Utf8, true));
         fields.push(Field::new("language_score", DataType::Float64, true));
         Ok(Box::new(LangidTask {
+            stage_id: self.stage_id.clone(),
             model: self.model.clone(),
             config: self.config.clone(),
             output: Arc::new(Schema::new(fields)),
@@ -219,6 +220,7 @@ impl Transform for LangidTransform {
 }
 
 struct LangidTask {
+    stage_id: String,
     model: Arc<LanguageModel>,
     config: Langid,
     output: SchemaRef,
@@ -280,7 +282,7 @@ impl TransformTask for LangidTask {
             .par_iter()
             .map(|t| self.model.predict(t.unwrap_or(""), k))
             .collect::<std::result::Result<_, _>>()
-            .map_err(|e| GristError::stage("langid", e))?;
+            .map_err(|e| GristError::stage(&self.stage_id, e))?;
         let mut languages = Vec::with_capacity(texts.len());
         let mut scores = Vec::with_capacity(texts.len());
         let mut keep = Vec::with_capacity(texts.len());
@@ -315,12 +317,10 @@ impl TransformTask for LangidTask {
         if reasons.is_empty() {
             return Ok(Filtered::all_kept(labelled));
         }
-        let keep = BooleanArray::from(keep);
-        let dropped = arrow::compute::not(&keep)?;
-        let rejected = filter_record_batch(&labelled, &dropped)?;
-        Ok(Filtered {
-            kept: filter_record_batch(&labelled, &keep)?,
-            rejected: Some(Rejected::new(rejected, StringArray::from(reasons))),
-        })
+        Filtered::split(
+            &labelled,
+            &BooleanArray::from(keep),
+            StringArray::from(reasons),
+        )
     }
 }

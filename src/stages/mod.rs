@@ -166,6 +166,22 @@ impl Filtered {
             rejected: None,
         }
     }
+
+    /// Splits `batch` by `keep`; `reasons` holds one reason per dropped row, in order.
+    pub fn split(
+        batch: &RecordBatch,
+        keep: &arrow::array::BooleanArray,
+        reasons: StringArray,
+    ) -> Result<Self> {
+        let dropped = arrow::compute::not(keep)?;
+        Ok(Filtered {
+            kept: arrow::compute::filter_record_batch(batch, keep)?,
+            rejected: Some(Rejected::new(
+                arrow::compute::filter_record_batch(batch, &dropped)?,
+                reasons,
+            )),
+        })
+    }
 }
 
 /// Rows a stage did not keep, each with the reason why.

@@ -75,6 +75,7 @@ enum Step {
 }
 
 struct SqlTask {
+    stage_id: String,
     steps: Vec<Step>,
     output: SchemaRef,
     filters: bool,
@@ -137,6 +138,7 @@ impl Transform for SqlTransform {
         let output = Arc::new(plan.schema().as_arrow().clone());
         let filters = steps.iter().any(|s| matches!(s, Step::Filter(_)));
         Ok(Box::new(SqlTask {
+            stage_id: self.stage_id.clone(),
             steps,
             output,
             filters,
@@ -178,7 +180,7 @@ impl TransformTask for SqlTask {
                         DataType::Boolean => value.as_boolean().clone(),
                         other => {
                             return Err(GristError::stage(
-                                "sql",
+                                &self.stage_id,
                                 format!("WHERE clause is of type {other}, not boolean"),
                             ));
                         }
