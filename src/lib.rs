@@ -8,5 +8,6 @@ pub mod error;
 pub mod inspect;
 pub mod io;
 pub mod stages;
+pub mod text;
 
 pub use error::{GristError, Result};

@@ -1,53 +1,11 @@
 //! `langid`: parity with datatrove's LanguageFilter on fastText lid.176 (golden fixture made by
 //! tests/parity/make_goldens.sh), and the stage in a pipeline.
 
-use std::collections::HashMap;
 use std::io::BufRead;
 
 use grist::stages::langid::LanguageModel;
 
 use crate::util::*;
-
-/// The texts the goldens were made from, by (file, record, field).
-fn source_texts() -> HashMap<(String, u64, String), String> {
-    let mut texts = HashMap::new();
-    let files = [
-        (
-            "web_en/wceb2026_pages/pages_first800.jsonl.gz",
-            &["raw_text", "trafilatura_text"][..],
-        ),
-        (
-            "web_en/c4_sample/c4_sample_docs000-799.jsonl.gz",
-            &["text"][..],
-        ),
-        (
-            "web_en/dolma_fixtures/multiple_files__cc_en_head-0091.jsonl.gz",
-            &["text"][..],
-        ),
-        (
-            "web_en/dolma_fixtures/multiple_files__cc_en_head-0174.jsonl.gz",
-            &["text"][..],
-        ),
-        (
-            "web_en/dolma_fixtures/provided__documents__000.json.gz",
-            &["text"][..],
-        ),
-    ];
-    for (path, fields) in files {
-        let file = std::fs::File::open(shared_data().join(path)).unwrap();
-        let name = path.rsplit('/').next().unwrap().to_string();
-        let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(file));
-        for (i, line) in reader.lines().enumerate() {
-            let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-            for f in fields {
-                if let Some(t) = v[*f].as_str() {
-                    texts.insert((name.clone(), i as u64, f.to_string()), t.to_string());
-                }
-            }
-        }
-    }
-    texts
-}
 
 #[test]
 fn langid_matches_python_fasttext_on_every_web_document() {

@@ -5,4 +5,5 @@ mod config;
 mod langid;
 mod resume;
 mod run;
+mod text;
 mod util;

@@ -1,7 +1,7 @@
 //! Helpers that make each CLI test a few lines: a scratch directory with input shards cut from
 //! the real C4 sample in ../shared/data, a way to run `grist`, and readers for what it wrote.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -204,4 +204,45 @@ pub fn strings(batch: &RecordBatch, name: &str) -> Vec<String> {
         .iter()
         .map(|s| s.unwrap_or("").to_string())
         .collect()
+}
+
+/// The texts the goldens were made from, by (file, record, field).
+pub fn source_texts() -> HashMap<(String, u64, String), String> {
+    let mut texts = HashMap::new();
+    let files = [
+        (
+            "web_en/wceb2026_pages/pages_first800.jsonl.gz",
+            &["raw_text", "trafilatura_text"][..],
+        ),
+        (
+            "web_en/c4_sample/c4_sample_docs000-799.jsonl.gz",
+            &["text"][..],
+        ),
+        (
+            "web_en/dolma_fixtures/multiple_files__cc_en_head-0091.jsonl.gz",
+            &["text"][..],
+        ),
+        (
+            "web_en/dolma_fixtures/multiple_files__cc_en_head-0174.jsonl.gz",
+            &["text"][..],
+        ),
+        (
+            "web_en/dolma_fixtures/provided__documents__000.json.gz",
+            &["text"][..],
+        ),
+    ];
+    for (path, fields) in files {
+        let file = std::fs::File::open(shared_data().join(path)).unwrap();
+        let name = path.rsplit('/').next().unwrap().to_string();
+        let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(file));
+        for (i, line) in reader.lines().enumerate() {
+            let v: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
+            for f in fields {
+                if let Some(t) = v[*f].as_str() {
+                    texts.insert((name.clone(), i as u64, f.to_string()), t.to_string());
+                }
+            }
+        }
+    }
+    texts
 }

@@ -1,0 +1,107 @@
+//! The spaCy English tokenizer port against spaCy 3.8.18 itself (goldens made by
+//! tests/parity/spacy_goldens.py): every web document's tokens and sentence count, and seeded
+//! strings built to exercise every rule.
+
+use std::io::BufRead;
+
+use grist::text::spacy_en::EnglishTokenizer;
+
+use crate::util::*;
+
+fn golden_lines(name: &str) -> Vec<serde_json::Value> {
+    let path = repo().join("tests/fixtures/parity").join(name);
+    let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
+        std::fs::File::open(path).unwrap(),
+    ));
+    reader
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect()
+}
+
+fn tokens(text: &str) -> Vec<&str> {
+    EnglishTokenizer::get()
+        .tokenize(text)
+        .into_iter()
+        .map(|r| &text[r])
+        .collect()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn tokens_and_sentences_equal_spacy_on_every_web_document() {
+    let texts = source_texts();
+    let (mut compared, mut mismatches) = (0, Vec::new());
+    for g in golden_lines("spacy_en_web.jsonl.gz") {
+        let Some(expected_sha) = g["tokens_sha256"].as_str() else {
+            continue;
+        };
+        let key = (
+            g["file"].as_str().unwrap().to_string(),
+            g["record"].as_u64().unwrap(),
+            g["field"].as_str().unwrap().to_string(),
+        );
+        let text = &texts[&key];
+        let toks = tokens(text);
+        let sha = sha256_hex(toks.join("\0").as_bytes());
+        let sentences = grist::text::sentence_count(text);
+        compared += 1;
+        if sha != expected_sha || sentences as u64 != g["sentences"].as_u64().unwrap() {
+            mismatches.push(format!(
+                "{key:?}: {} tokens (spaCy {}), {sentences} sentences (spaCy {})",
+                toks.len(),
+                g["tokens"],
+                g["sentences"]
+            ));
+        }
+    }
+    for m in &mismatches {
+        eprintln!("{m}");
+    }
+    assert_eq!(compared, 2429);
+    assert!(
+        mismatches.is_empty(),
+        "{} documents differ",
+        mismatches.len()
+    );
+}
+
+#[test]
+fn tokens_and_sentences_equal_spacy_on_tricky_strings() {
+    let goldens = golden_lines("spacy_en_tricky.jsonl.gz");
+    let mut mismatches = Vec::new();
+    for g in &goldens {
+        let text = g["text"].as_str().unwrap();
+        let expected: Vec<&str> = g["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        let got = tokens(text);
+        let sentences = grist::text::sentence_count(text) as u64;
+        if got != expected || sentences != g["sentences"].as_u64().unwrap() {
+            mismatches.push(format!(
+                "{text:?}\n  grist {got:?} ({sentences} sentences)\n  spaCy {expected:?} ({})",
+                g["sentences"]
+            ));
+        }
+    }
+    for m in mismatches.iter().take(60) {
+        eprintln!("{m}");
+    }
+    assert!(goldens.len() > 20_000);
+    assert!(
+        mismatches.is_empty(),
+        "{} of {} strings differ",
+        mismatches.len(),
+        goldens.len()
+    );
+}
