@@ -5,6 +5,7 @@
 mod affix;
 pub mod python;
 pub mod spacy_en;
+#[rustfmt::skip]
 mod tables;
 
 pub use spacy_en::{sentence_count, words};

@@ -45,4 +45,9 @@ import spacy
 spacy.blank("en")  # the tokenizer datatrove uses for English; needs no model download
 PYCHECK
 
-exec nice -n 19 "$venv/bin/python" "$here/datatrove_goldens.py" "$@"
+nice -n 19 "$venv/bin/python" "$here/datatrove_goldens.py" "$@"
+# Token-level goldens for src/text/spacy_en.rs, and the rule tables it is generated from.
+if [[ " $* " != *" --limit "* ]]; then
+    (cd "$here" && nice -n 19 "$venv/bin/python" spacy_goldens.py --out-dir "$here/../fixtures/parity")
+    nice -n 19 "$venv/bin/python" "$here/gen_text_tables.py" >"$here/../../src/text/tables.rs"
+fi
