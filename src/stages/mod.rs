@@ -6,6 +6,11 @@
 //! - a [`Transform`] maps one batch to kept rows and rejected rows (with a reason per row);
 //! - a [`Sink`] writes the batches of each task to one output file.
 
+pub mod c4_quality;
+pub mod doc_filter;
+pub mod fineweb_quality;
+pub mod gopher_quality;
+pub mod gopher_repetition;
 pub mod langid;
 pub mod read_jsonl;
 pub mod read_parquet;

@@ -3,6 +3,10 @@
 use schemars::generate::SchemaSettings;
 use serde_json::Value as Json;
 
+use super::c4_quality::C4Quality;
+use super::fineweb_quality::FinewebQuality;
+use super::gopher_quality::GopherQuality;
+use super::gopher_repetition::GopherRepetition;
 use super::langid::Langid;
 use super::read_jsonl::ReadJsonl;
 use super::read_parquet::ReadParquet;
@@ -43,6 +47,10 @@ pub fn all() -> Vec<StageType> {
         entry::<ReadJsonl>(),
         entry::<Sql>(),
         entry::<Langid>(),
+        entry::<GopherRepetition>(),
+        entry::<GopherQuality>(),
+        entry::<C4Quality>(),
+        entry::<FinewebQuality>(),
         entry::<WriteParquet>(),
         entry::<WriteJsonl>(),
     ]

@@ -36,6 +36,14 @@ pub fn is_alpha(c: char) -> bool {
     in_ranges(tables::PY_ALPHA, c)
 }
 
+/// `re.match(r"\d", c)`: a Unicode decimal digit (category Nd), as Python's `re` sees it.
+pub fn is_decimal(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_digit();
+    }
+    in_ranges(tables::PY_DECIMAL, c)
+}
+
 /// Unicode general category P* (`unicodedata.category(c).startswith("P")`).
 pub fn is_unicode_punct(c: char) -> bool {
     in_ranges(tables::UNICODE_PUNCT, c)

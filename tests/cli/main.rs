@@ -2,6 +2,7 @@
 
 mod bad_input;
 mod config;
+mod filters;
 mod langid;
 mod resume;
 mod run;

@@ -246,6 +246,7 @@ def main():
     w("use super::affix::{Ahead, Body, Pattern};\n\n")
     w("pub type Ranges = &'static [(u32, u32)];\n\n")
     w("/// `str.isspace()`.\npub static PY_SPACE: Ranges = " + rust_ranges(space) + ";\n")
+    w("/// `re` `\\d` on `str`: Unicode decimal digits.\npub static PY_DECIMAL: Ranges = " + rust_ranges(digit) + ";\n")
     w("/// `str.isalpha()`.\npub static PY_ALPHA: Ranges = " + rust_ranges(ranges_of(str.isalpha)) + ";\n")
     w(
         "/// Unicode general category P* (spaCy's `is_punct`).\npub static UNICODE_PUNCT: Ranges = "

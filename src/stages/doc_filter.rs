@@ -1,0 +1,264 @@
+//! Plumbing shared by the per-document heuristic filters (`gopher_repetition`, `gopher_quality`,
+//! `c4_quality`, `fineweb_quality`). Each filter only says what becomes of one text
+//! ([`DocFilter::judge`]); [`stage`] wraps it in a transform that judges the rows of a batch in
+//! parallel, rebuilds the `text` column when a filter rewrote a kept document, and rejects the
+//! dropped rows with their reasons.
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use arrow::array::{Array, ArrayRef, BooleanArray, GenericStringBuilder, OffsetSizeTrait};
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{DataType, SchemaRef};
+use rayon::prelude::*;
+
+use super::{Filtered, Stage, Transform, TransformTask, text_values};
+use crate::error::{GristError, Result};
+use crate::io::TEXT_COLUMN;
+
+/// What a filter decides for one document.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Verdict {
+    Keep,
+    /// Keep the document with this text in place of its own.
+    Rewrite(String),
+    /// Drop the document; the reason goes to the rejects and the stats.
+    Drop(Cow<'static, str>),
+}
+
+impl Verdict {
+    pub fn drop(reason: impl Into<Cow<'static, str>>) -> Self {
+        Verdict::Drop(reason.into())
+    }
+
+    pub fn is_kept(&self) -> bool {
+        !matches!(self, Verdict::Drop(_))
+    }
+
+    /// The drop reason; `None` for a kept document.
+    pub fn reason(&self) -> Option<&str> {
+        match self {
+            Verdict::Drop(reason) => Some(reason),
+            _ => None,
+        }
+    }
+}
+
+/// A filter that judges each document on its text alone.
+pub trait DocFilter: Send + Sync + 'static {
+    /// Must not panic, whatever the text (empty, whitespace, binary-looking, very long).
+    fn judge(&self, text: &str) -> Verdict;
+}
+
+/// The reason a row with a null text is dropped (the readers already reject such rows).
+const NULL_TEXT: &str = "null_text";
+
+/// The transform stage that applies `filter` to every document.
+pub fn stage<F: DocFilter>(stage_id: &str, filter: F) -> Stage {
+    Stage::Transform(Arc::new(FilterTransform {
+        stage_id: stage_id.to_string(),
+        filter: Arc::new(filter),
+    }))
+}
+
+struct FilterTransform<F> {
+    stage_id: String,
+    filter: Arc<F>,
+}
+
+impl<F: DocFilter> Transform for FilterTransform<F> {
+    fn start(&self, input: SchemaRef) -> Result<Box<dyn TransformTask>> {
+        match input.field_with_name(TEXT_COLUMN).map(|f| f.data_type()) {
+            Ok(DataType::Utf8 | DataType::LargeUtf8) => {}
+            Ok(other) => {
+                return Err(GristError::stage(
+                    &self.stage_id,
+                    format!("the `{TEXT_COLUMN}` column is {other}, not a string"),
+                ));
+            }
+            Err(_) => {
+                return Err(GristError::stage(
+                    &self.stage_id,
+                    format!("the input has no `{TEXT_COLUMN}` column"),
+                ));
+            }
+        }
+        Ok(Box::new(FilterTask {
+            filter: self.filter.clone(),
+            schema: input,
+        }))
+    }
+}
+
+struct FilterTask<F> {
+    filter: Arc<F>,
+    schema: SchemaRef,
+}
+
+impl<F: DocFilter> TransformTask for FilterTask<F> {
+    fn output_schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn process(&mut self, batch: RecordBatch) -> Result<Filtered> {
+        let texts = text_values(&batch)?;
+        let verdicts: Vec<Verdict> = texts
+            .par_iter()
+            .map(|text| match text {
+                Some(text) => self.filter.judge(text),
+                None => Verdict::drop(NULL_TEXT),
+            })
+            .collect();
+        let batch = if verdicts.iter().any(|v| matches!(v, Verdict::Rewrite(_))) {
+            with_rewritten_text(&batch, &texts, &verdicts)?
+        } else {
+            batch
+        };
+        if verdicts.iter().all(Verdict::is_kept) {
+            return Ok(Filtered::all_kept(batch));
+        }
+        let keep = BooleanArray::from(verdicts.iter().map(Verdict::is_kept).collect::<Vec<_>>());
+        let reasons = StringArray::from_iter_values(verdicts.iter().filter_map(Verdict::reason));
+        Filtered::split(&batch, &keep, reasons)
+    }
+}
+
+/// `batch` with its `text` column replaced by the rewritten texts, of the same string type.
+fn with_rewritten_text(
+    batch: &RecordBatch,
+    texts: &[Option<&str>],
+    verdicts: &[Verdict],
+) -> Result<RecordBatch> {
+    let (index, field) = batch
+        .schema()
+        .column_with_name(TEXT_COLUMN)
+        .map(|(i, f)| (i, f.data_type().clone()))
+        .expect("text_values found the text column");
+    let column: ArrayRef = match field {
+        DataType::LargeUtf8 => Arc::new(rewritten::<i64>(texts, verdicts)),
+        _ => Arc::new(rewritten::<i32>(texts, verdicts)),
+    };
+    let mut columns = batch.columns().to_vec();
+    columns[index] = column;
+    Ok(RecordBatch::try_new(batch.schema(), columns)?)
+}
+
+fn rewritten<O: OffsetSizeTrait>(
+    texts: &[Option<&str>],
+    verdicts: &[Verdict],
+) -> arrow::array::GenericStringArray<O> {
+    let bytes: usize = texts
+        .iter()
+        .zip(verdicts)
+        .map(|(text, verdict)| match verdict {
+            Verdict::Rewrite(new) => new.len(),
+            _ => text.map_or(0, str::len),
+        })
+        .sum();
+    let mut builder = GenericStringBuilder::<O>::with_capacity(texts.len(), bytes);
+    for (text, verdict) in texts.iter().zip(verdicts) {
+        match verdict {
+            Verdict::Rewrite(new) => builder.append_value(new),
+            _ => builder.append_option(*text),
+        }
+    }
+    let array = builder.finish();
+    debug_assert_eq!(array.len(), texts.len());
+    array
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use arrow::array::AsArray;
+    use arrow::datatypes::{Field, Schema};
+
+    /// Drops texts that contain "bad", upper-cases texts that contain "loud", keeps the rest.
+    struct Toy;
+
+    impl DocFilter for Toy {
+        fn judge(&self, text: &str) -> Verdict {
+            if text.contains("bad") {
+                Verdict::drop("bad")
+            } else if text.contains("loud") {
+                Verdict::Rewrite(text.to_uppercase())
+            } else {
+                Verdict::Keep
+            }
+        }
+    }
+
+    fn run(text_type: DataType, texts: Vec<Option<&str>>) -> Filtered {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("text", text_type.clone(), true),
+            Field::new("id", DataType::Utf8, false),
+        ]));
+        let ids: Vec<String> = (0..texts.len()).map(|i| i.to_string()).collect();
+        let text: ArrayRef = match text_type {
+            DataType::LargeUtf8 => Arc::new(arrow::array::LargeStringArray::from(texts)),
+            _ => Arc::new(StringArray::from(texts)),
+        };
+        let batch =
+            RecordBatch::try_new(schema.clone(), vec![text, Arc::new(StringArray::from(ids))])
+                .unwrap();
+        let Stage::Transform(t) = stage("toy", Toy) else {
+            unreachable!()
+        };
+        let mut task = t.start(schema.clone()).unwrap();
+        assert_eq!(task.output_schema(), schema);
+        task.process(batch).unwrap()
+    }
+
+    fn strings(batch: &RecordBatch, column: &str) -> Vec<String> {
+        let col = batch.column_by_name(column).unwrap();
+        let values: Vec<Option<&str>> = match col.data_type() {
+            DataType::LargeUtf8 => col.as_string::<i64>().iter().collect(),
+            _ => col.as_string::<i32>().iter().collect(),
+        };
+        values
+            .into_iter()
+            .map(|v| v.unwrap_or("<null>").to_string())
+            .collect()
+    }
+
+    #[test]
+    fn keeps_rewrites_and_rejects_with_reasons() {
+        for text_type in [DataType::Utf8, DataType::LargeUtf8] {
+            let out = run(
+                text_type.clone(),
+                vec![Some("fine"), Some("bad one"), Some("loud"), None, Some("")],
+            );
+            assert_eq!(strings(&out.kept, "text"), ["fine", "LOUD", ""]);
+            assert_eq!(strings(&out.kept, "id"), ["0", "2", "4"]);
+            assert_eq!(out.kept.schema().field(0).data_type(), &text_type);
+            let rejected = out.rejected.unwrap();
+            assert_eq!(strings(&rejected.rows, "id"), ["1", "3"]);
+            // Dropped rows keep their original text.
+            assert_eq!(strings(&rejected.rows, "text"), ["bad one", "<null>"]);
+            let reasons: Vec<&str> = rejected.reasons.iter().map(Option::unwrap).collect();
+            assert_eq!(reasons, ["bad", "null_text"]);
+        }
+    }
+
+    #[test]
+    fn all_kept_has_no_rejects() {
+        let out = run(DataType::Utf8, vec![Some("a"), Some("b")]);
+        assert_eq!(out.kept.num_rows(), 2);
+        assert!(out.rejected.is_none());
+        let out = run(DataType::Utf8, vec![]);
+        assert_eq!(out.kept.num_rows(), 0);
+    }
+
+    #[test]
+    fn a_missing_or_non_string_text_column_is_an_error() {
+        let Stage::Transform(t) = stage("toy", Toy) else {
+            unreachable!()
+        };
+        let no_text = Arc::new(Schema::new(vec![Field::new("id", DataType::Utf8, false)]));
+        let e = t.start(no_text).err().unwrap().to_string();
+        assert!(e.contains("no `text` column"), "{e}");
+        let int_text = Arc::new(Schema::new(vec![Field::new("text", DataType::Int64, true)]));
+        let e = t.start(int_text).err().unwrap().to_string();
+        assert!(e.contains("not a string"), "{e}");
+    }
+}
