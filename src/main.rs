@@ -213,8 +213,20 @@ fn execute(command: Command) -> anyhow::Result<()> {
 }
 
 fn stats_table(stages: &[engine::stats::StageReport]) -> String {
+    let id_width = stages
+        .iter()
+        .map(|r| r.stage.len())
+        .chain([5])
+        .max()
+        .unwrap_or(5);
+    let type_width = stages
+        .iter()
+        .map(|r| r.type_name.len())
+        .chain([4])
+        .max()
+        .unwrap_or(4);
     let mut out = format!(
-        "{:<16} {:<14} {:>10} {:>10}  rejected\n",
+        "{:<id_width$} {:<type_width$} {:>10} {:>10}  rejected\n",
         "stage", "type", "rows in", "kept"
     );
     for r in stages {
@@ -226,7 +238,7 @@ fn stats_table(stages: &[engine::stats::StageReport]) -> String {
             .collect();
         let _ = writeln!(
             out,
-            "{:<16} {:<14} {:>10} {:>10}  {}",
+            "{:<id_width$} {:<type_width$} {:>10} {:>10}  {}",
             r.stage,
             r.type_name,
             r.stats.rows_in,

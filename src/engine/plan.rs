@@ -231,7 +231,18 @@ fn preflight(p: &Pipeline, diags: &mut Diagnostics) -> HashMap<usize, Vec<Shard>
     shards
 }
 
-/// The schema reaching node `i`: all of its inputs must agree.
+/// Same column names and types, in the same order; nullability may differ (each task runs with
+/// its own input's schema, so only names and types must line up).
+fn same_columns(a: &SchemaRef, b: &SchemaRef) -> bool {
+    a.fields().len() == b.fields().len()
+        && a.fields()
+            .iter()
+            .zip(b.fields())
+            .all(|(x, y)| x.name() == y.name() && x.data_type() == y.data_type())
+}
+
+/// The schema reaching node `i`: all of its inputs must have the same columns; a column is
+/// nullable when it is in any input.
 fn merged_input_schema(
     p: &Pipeline,
     i: usize,
@@ -244,7 +255,7 @@ fn merged_input_schema(
         .filter_map(|j| schemas.get(j))
         .collect();
     let first = *inputs.first()?;
-    if let Some(other) = inputs.iter().find(|s| s.fields() != first.fields()) {
+    if let Some(other) = inputs.iter().find(|s| !same_columns(s, first)) {
         let names = |s: &SchemaRef| {
             s.fields()
                 .iter()
@@ -268,7 +279,18 @@ fn merged_input_schema(
         );
         return None;
     }
-    Some(first.clone())
+    let fields: Vec<arrow::datatypes::Field> = first
+        .fields()
+        .iter()
+        .enumerate()
+        .map(|(k, f)| {
+            let nullable = inputs.iter().any(|s| s.field(k).is_nullable());
+            f.as_ref().clone().with_nullable(nullable)
+        })
+        .collect();
+    Some(std::sync::Arc::new(
+        arrow::datatypes::Schema::new_with_metadata(fields, first.metadata().clone()),
+    ))
 }
 
 fn check_writable(dir: &std::path::Path) -> std::io::Result<()> {

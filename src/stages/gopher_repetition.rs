@@ -1,9 +1,9 @@
 //! `gopher_repetition`: the repetition rules of Gopher (Rae et al. 2021, table A1), as datatrove
 //! 0.10.1's `GopherRepetitionFilter` applies them.
 
-use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
+use rustc_hash::{FxHashMap, FxHashSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -201,7 +201,7 @@ fn split_newline_runs(text: &str, min_run: usize) -> Vec<&str> {
 
 /// datatrove's `find_duplicates`: how many items repeat an earlier item, and their characters.
 pub(crate) fn find_duplicates(items: &[&str]) -> (usize, usize) {
-    let mut seen = HashSet::with_capacity(items.len());
+    let mut seen = FxHashSet::with_capacity_and_hasher(items.len(), Default::default());
     let (mut duplicates, mut duplicate_chars) = (0, 0);
     for item in items {
         if !seen.insert(*item) {
@@ -334,7 +334,8 @@ impl<const SPACED: bool> Hash for NGram<'_, SPACED> {
 fn top_ngram_chars(words: &Words, n: usize) -> usize {
     let count = words.len() + 1 - n;
     // Per distinct n-gram: (occurrences, first start).
-    let mut counts: HashMap<NGram<'_, true>, (usize, usize)> = HashMap::with_capacity(count);
+    let mut counts: FxHashMap<NGram<'_, true>, (usize, usize)> =
+        FxHashMap::with_capacity_and_hasher(count, Default::default());
     for start in 0..count {
         counts
             .entry(words.ngram::<true>(start, n))
@@ -351,7 +352,8 @@ fn top_ngram_chars(words: &Words, n: usize) -> usize {
 /// datatrove's `find_all_duplicate`: scanning left to right, an n-gram (joined without spaces)
 /// seen before adds its length and the scan jumps past it; otherwise the scan moves one word.
 fn duplicated_ngram_chars(words: &Words, n: usize) -> usize {
-    let mut seen: HashSet<NGram<'_, false>> = HashSet::new();
+    let mut seen: FxHashSet<NGram<'_, false>> =
+        FxHashSet::with_capacity_and_hasher(words.len(), Default::default());
     let (mut repeated_chars, mut start) = (0, 0);
     while start + n <= words.len() {
         let ngram = words.ngram::<false>(start, n);

@@ -14,7 +14,6 @@
 //! cache changes speed only, so [`EnglishTokenizer`] recomputes instead. Tests compare with
 //! spaCy's output on the parity corpus and on tricky strings (tests/cli/text.rs).
 
-use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::LazyLock;
 
@@ -103,7 +102,8 @@ impl RulesByFirstChar {
     }
 }
 
-type FastMap<K, V> = HashMap<K, V, xxhash_rust::xxh3::Xxh3Builder>;
+/// Keys are short strings: FxHash is several times faster on them than SipHash or streaming xxh3.
+type FastMap<K, V> = rustc_hash::FxHashMap<K, V>;
 
 pub struct EnglishTokenizer {
     specials: FastMap<&'static str, &'static [&'static str]>,
@@ -115,6 +115,8 @@ pub struct EnglishTokenizer {
     url: UrlMatcher,
     /// Bytes the longest bounded suffix rule can match.
     suffix_max_len: usize,
+    /// Bytes of the longest special case.
+    special_max_len: usize,
 }
 
 static TOKENIZER: LazyLock<EnglishTokenizer> = LazyLock::new(EnglishTokenizer::new);
@@ -157,6 +159,11 @@ impl EnglishTokenizer {
             rematch: FastMap::default(),
             url: UrlMatcher::new(),
             suffix_max_len,
+            special_max_len: tables::SPECIAL_CASES
+                .iter()
+                .map(|(k, _)| k.len())
+                .max()
+                .unwrap_or(0),
         };
         // spaCy's `add_special_case`: with `faster_heuristics`, only special cases that an affix
         // rule or a space would split go to the PhraseMatcher, as their affix-only tokens.
@@ -218,7 +225,8 @@ impl EnglishTokenizer {
     }
 
     fn special(&self, s: &str, with_specials: bool) -> Option<&'static [&'static str]> {
-        if with_specials {
+        // The length test keeps peeling affixes off a long chunk linear: no hashing of the rest.
+        if with_specials && s.len() <= self.special_max_len {
             self.specials.get(s).copied()
         } else {
             None
@@ -457,6 +465,11 @@ impl EnglishTokenizer {
 /// lookaheads that exclude private IPv4 ranges, so a lookaround-free copy (a superset, linear
 /// time) screens every candidate and the exact pattern, with a bounded backtracking engine,
 /// decides the few that pass. A host needs a dot, so chunks without one are never URLs.
+/// Candidates longer than [`URL_EXACT_MAX_LEN`] take the screen's answer, so that no input can
+/// make backtracking slow; they differ from spaCy only for a private-IP host with a path of
+/// several kilobytes.
+const URL_EXACT_MAX_LEN: usize = 4096;
+
 struct UrlMatcher {
     screen: regex::Regex,
     exact: fancy_regex::Regex,
@@ -477,8 +490,14 @@ impl UrlMatcher {
     }
 
     fn is_match(&self, s: &str) -> bool {
+        if !s.contains('.') || !self.screen.is_match(s) {
+            return false;
+        }
+        if s.len() > URL_EXACT_MAX_LEN {
+            return true;
+        }
         // A backtracking limit hit (only on pathological input) counts as no match.
-        s.contains('.') && self.screen.is_match(s) && self.exact.is_match(s).unwrap_or(false)
+        self.exact.is_match(s).unwrap_or(false)
     }
 }
 
@@ -534,6 +553,18 @@ mod tests {
             ["see", "https://example.com/a?b=c", "."]
         );
         assert_eq!(toks("(10km)"), ["(", "10", "km", ")"]);
+    }
+
+    #[test]
+    fn long_chunks_take_linear_time() {
+        // One 1 MB chunk each; quadratic work here would take minutes in a debug build.
+        let n = 1 << 20;
+        assert_eq!(toks(&"(".repeat(n)).len(), n);
+        assert_eq!(toks(&format!("a{}", ")".repeat(n))).len(), n + 1);
+        assert_eq!(toks(&".".repeat(n)), [".".repeat(n)]);
+        assert_eq!(toks(&"a-".repeat(n / 2)).len(), n - 1);
+        let url = format!("http://example.com/{}", "x:@".repeat(n / 3));
+        assert_eq!(toks(&url).len(), 1);
     }
 
     #[test]

@@ -347,3 +347,29 @@ fn odd_documents_never_panic() {
         }
     });
 }
+
+#[test]
+fn fineweb_en_pipeline_runs_on_the_shared_web_data() {
+    let s = Scratch::new();
+    let model = repo().join("filters/models/lid.176.ftz");
+    let yaml = std::fs::read_to_string(repo().join("pipelines/fineweb-en.yaml"))
+        .unwrap()
+        .replace("../shared/data", shared_data().to_str().unwrap())
+        .replace(
+            "type: langid,",
+            &format!("type: langid, model: {},", model.display()),
+        );
+    s.write("fineweb-en.yaml", yaml);
+    assert_ok(&s.grist(&["run", "fineweb-en.yaml"]));
+    let st = stats(&s.path("runs/fineweb-en"));
+    assert_eq!(st["lang"]["rows_in"], 1600);
+    for stage in ["lang", "rep", "qual", "c4_lines", "fw"] {
+        assert!(
+            st[stage]["rows_in"].as_u64() > st[stage]["rows_kept"].as_u64(),
+            "`{stage}` dropped nothing: {}",
+            st[stage]
+        );
+    }
+    let kept = read_rows(&s.path("runs/fineweb-en/out"));
+    assert_eq!(kept.len() as u64, st["fw"]["rows_kept"].as_u64().unwrap());
+}
