@@ -3,7 +3,6 @@
 //! tests/parity/make_goldens.sh, and the four stages in a pipeline.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::BufRead;
 
 use grist::stages::c4_quality::C4Quality;
 use grist::stages::doc_filter::{DocFilter, Verdict};
@@ -11,7 +10,6 @@ use grist::stages::fineweb_quality::FinewebQuality;
 use grist::stages::gopher_quality::GopherQuality;
 use grist::stages::gopher_repetition::GopherRepetition;
 use rayon::prelude::*;
-use sha2::{Digest, Sha256};
 
 use crate::util::*;
 
@@ -19,38 +17,11 @@ use crate::util::*;
 /// both keep whose rewritten text must be identical).
 const MIN_AGREEMENT: f64 = 0.995;
 
-/// The non-skipped golden records, each with its document text.
+/// The golden records with their document texts.
 fn goldens() -> Vec<(String, serde_json::Value)> {
-    let path = repo().join("tests/fixtures/parity/datatrove_filters.jsonl.gz");
-    let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
-        std::fs::File::open(path).unwrap(),
-    ));
-    let mut texts = source_texts();
-    let mut records = Vec::new();
-    for line in reader.lines() {
-        let g: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-        if g.get("skipped").is_some() {
-            continue;
-        }
-        let key = (
-            g["file"].as_str().unwrap().to_string(),
-            g["record"].as_u64().unwrap(),
-            g["field"].as_str().unwrap().to_string(),
-        );
-        let text = texts
-            .remove(&key)
-            .unwrap_or_else(|| panic!("no text for {key:?}"));
-        records.push((text, g));
-    }
+    let records = golden_documents("datatrove_filters.jsonl.gz");
     assert_eq!(records.len(), 2429);
     records
-}
-
-fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
 }
 
 /// Compares `filter` with datatrove's decisions under `golden_key`, printing every
@@ -67,7 +38,7 @@ fn assert_parity(golden_key: &str, filter: &dyn DocFilter, rewrites: bool) {
     let mut text_differences = Vec::new();
     let mut our_reasons: BTreeMap<String, usize> = BTreeMap::new();
     for ((text, g), verdict) in records.iter().zip(&verdicts) {
-        let doc = format!("{}:{}:{}", g["file"], g["record"], g["field"]);
+        let doc = doc_name(g);
         let expected = &g[golden_key];
         let keep = expected["keep"].as_bool().unwrap();
         let reason = expected["reason"].as_str();

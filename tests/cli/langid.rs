@@ -1,39 +1,23 @@
 //! `langid`: parity with datatrove's LanguageFilter on fastText lid.176 (golden fixture made by
 //! tests/parity/make_goldens.sh), and the stage in a pipeline.
 
-use std::io::BufRead;
-
 use grist::stages::langid::LanguageModel;
 
 use crate::util::*;
 
 #[test]
 fn langid_matches_python_fasttext_on_every_web_document() {
-    let goldens = repo().join("tests/fixtures/parity/datatrove_filters.jsonl.gz");
-    let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
-        std::fs::File::open(goldens).unwrap(),
-    ));
-    let texts = source_texts();
     let model = LanguageModel::load(&repo().join("filters/models/lid.176.ftz")).unwrap();
     let (mut compared, mut label_misses, mut worst) = (0, Vec::new(), 0f64);
-    for line in reader.lines() {
-        let g: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();
-        if g.get("skipped").is_some() {
-            continue;
-        }
-        let key = (
-            g["file"].as_str().unwrap().to_string(),
-            g["record"].as_u64().unwrap(),
-            g["field"].as_str().unwrap().to_string(),
-        );
-        let text = &texts[&key];
-        let predictions = model.predict(text, -1).unwrap();
+    for (text, g) in golden_documents("datatrove_filters.jsonl.gz") {
+        let predictions = model.predict(&text, -1).unwrap();
         let (label, score) = &predictions[0];
         let expected_label = g["langid"]["label"].as_str().unwrap();
         let expected_score = g["langid"]["score"].as_f64().unwrap();
         if label != expected_label {
             label_misses.push(format!(
-                "{key:?}: grist {label} {score}, fastText {expected_label} {expected_score}"
+                "{}: grist {label} {score}, fastText {expected_label} {expected_score}",
+                doc_name(&g)
             ));
         }
         worst = worst.max((f64::from(*score) - expected_score).abs());

@@ -2,22 +2,9 @@
 //! tests/parity/spacy_goldens.py): every web document's tokens and sentence count, and seeded
 //! strings built to exercise every rule.
 
-use std::io::BufRead;
-
 use grist::text::spacy_en::EnglishTokenizer;
 
 use crate::util::*;
-
-fn golden_lines(name: &str) -> Vec<serde_json::Value> {
-    let path = repo().join("tests/fixtures/parity").join(name);
-    let reader = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
-        std::fs::File::open(path).unwrap(),
-    ));
-    reader
-        .lines()
-        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
-        .collect()
-}
 
 fn tokens(text: &str) -> Vec<&str> {
     EnglishTokenizer::get()
@@ -27,35 +14,20 @@ fn tokens(text: &str) -> Vec<&str> {
         .collect()
 }
 
-fn sha256_hex(bytes: &[u8]) -> String {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
-}
-
 #[test]
 fn tokens_and_sentences_equal_spacy_on_every_web_document() {
-    let texts = source_texts();
     let (mut compared, mut mismatches) = (0, Vec::new());
-    for g in golden_lines("spacy_en_web.jsonl.gz") {
-        let Some(expected_sha) = g["tokens_sha256"].as_str() else {
-            continue;
-        };
-        let key = (
-            g["file"].as_str().unwrap().to_string(),
-            g["record"].as_u64().unwrap(),
-            g["field"].as_str().unwrap().to_string(),
-        );
-        let text = &texts[&key];
+    for (text, g) in golden_documents("spacy_en_web.jsonl.gz") {
+        let expected_sha = g["tokens_sha256"].as_str().unwrap();
+        let text = text.as_str();
         let toks = tokens(text);
         let sha = sha256_hex(toks.join("\0").as_bytes());
         let sentences = grist::text::sentence_count(text);
         compared += 1;
         if sha != expected_sha || sentences as u64 != g["sentences"].as_u64().unwrap() {
             mismatches.push(format!(
-                "{key:?}: {} tokens (spaCy {}), {sentences} sentences (spaCy {})",
+                "{}: {} tokens (spaCy {}), {sentences} sentences (spaCy {})",
+                doc_name(&g),
                 toks.len(),
                 g["tokens"],
                 g["sentences"]
@@ -75,7 +47,7 @@ fn tokens_and_sentences_equal_spacy_on_every_web_document() {
 
 #[test]
 fn tokens_and_sentences_equal_spacy_on_tricky_strings() {
-    let goldens = golden_lines("spacy_en_tricky.jsonl.gz");
+    let goldens = read_golden("spacy_en_tricky.jsonl.gz");
     let mut mismatches = Vec::new();
     for g in &goldens {
         let text = g["text"].as_str().unwrap();

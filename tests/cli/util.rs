@@ -246,3 +246,45 @@ pub fn source_texts() -> HashMap<(String, u64, String), String> {
     }
     texts
 }
+
+/// The records of a golden fixture in tests/fixtures/parity (gzipped JSON Lines).
+pub fn read_golden(name: &str) -> Vec<serde_json::Value> {
+    let path = repo().join("tests/fixtures/parity").join(name);
+    let reader = BufReader::new(flate2::read::MultiGzDecoder::new(File::open(path).unwrap()));
+    reader
+        .lines()
+        .map(|l| serde_json::from_str(&l.unwrap()).unwrap())
+        .collect()
+}
+
+/// The records of a golden fixture made from the web_en documents, each with its document text;
+/// documents without text are left out, as the peers skip them.
+pub fn golden_documents(name: &str) -> Vec<(String, serde_json::Value)> {
+    let mut texts = source_texts();
+    read_golden(name)
+        .into_iter()
+        .filter_map(|g| {
+            let key = (
+                g["file"].as_str().unwrap().to_string(),
+                g["record"].as_u64().unwrap(),
+                g["field"].as_str().unwrap().to_string(),
+            );
+            let text = texts.remove(&key).filter(|t| !t.is_empty())?;
+            Some((text, g))
+        })
+        .collect()
+}
+
+/// `file:record:field` of a golden record, for messages.
+pub fn doc_name(g: &serde_json::Value) -> String {
+    format!("{}:{}:{}", g["file"], g["record"], g["field"])
+}
+
+/// Lowercase hex sha256, as the goldens record hashes.
+pub fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes.as_ref())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
