@@ -11,10 +11,12 @@ use arrow::array::{Array, ArrayRef, BooleanArray, GenericStringBuilder, OffsetSi
 use arrow::array::{RecordBatch, StringArray};
 use arrow::datatypes::{DataType, SchemaRef};
 use rayon::prelude::*;
+use rustc_hash::FxHashSet;
 
 use super::{Filtered, Stage, Transform, TransformTask, text_values};
 use crate::error::{GristError, Result};
 use crate::io::TEXT_COLUMN;
+use crate::text::python;
 
 /// What a filter decides for one document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,6 +50,24 @@ impl Verdict {
 pub trait DocFilter: Send + Sync + 'static {
     /// Must not panic, whatever the text (empty, whitespace, binary-looking, very long).
     fn judge(&self, text: &str) -> Verdict;
+}
+
+/// datatrove tests thresholds for truth: `None` and `0` both switch a check off.
+pub(crate) fn enabled(threshold: Option<f64>) -> Option<f64> {
+    threshold.filter(|t| *t != 0.0)
+}
+
+/// datatrove's `find_duplicates`: how many items repeat an earlier item, and their characters.
+pub(crate) fn find_duplicates(items: &[&str]) -> (usize, usize) {
+    let mut seen = FxHashSet::with_capacity_and_hasher(items.len(), Default::default());
+    let (mut duplicates, mut duplicate_chars) = (0, 0);
+    for item in items {
+        if !seen.insert(*item) {
+            duplicates += 1;
+            duplicate_chars += python::len(item);
+        }
+    }
+    (duplicates, duplicate_chars)
 }
 
 /// The reason a row with a null text is dropped (the readers already reject such rows).

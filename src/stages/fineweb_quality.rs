@@ -4,8 +4,7 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::doc_filter::{self, DocFilter, Verdict};
-use super::gopher_repetition::find_duplicates;
+use super::doc_filter::{self, DocFilter, Verdict, find_duplicates};
 use super::{ParamProblem, Stage, StageConfig, StageKind};
 use crate::error::Result;
 use crate::text::{self, python};

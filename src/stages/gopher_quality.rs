@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::doc_filter::{self, DocFilter, Verdict};
+use super::doc_filter::{self, DocFilter, Verdict, enabled};
 use super::{ParamProblem, Stage, StageConfig, StageKind};
 use crate::error::Result;
 use crate::text::{self, python};
@@ -144,11 +144,6 @@ impl StageConfig for GopherQuality {
     fn build(&self, stage_id: &str) -> Result<Stage> {
         Ok(doc_filter::stage(stage_id, self.clone()))
     }
-}
-
-/// datatrove tests thresholds for truth: `None` and `0` both switch a check off.
-fn enabled(threshold: Option<f64>) -> Option<f64> {
-    threshold.filter(|t| *t != 0.0)
 }
 
 fn enabled_count(threshold: Option<u64>) -> Option<u64> {

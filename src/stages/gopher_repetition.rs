@@ -7,7 +7,7 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::doc_filter::{self, DocFilter, Verdict};
+use super::doc_filter::{self, DocFilter, Verdict, enabled, find_duplicates};
 use super::{ParamProblem, Stage, StageConfig, StageKind};
 use crate::error::Result;
 use crate::text::{self, python};
@@ -112,11 +112,6 @@ fn check_fraction(problems: &mut Vec<ParamProblem>, param: &'static str, frac: f
     }
 }
 
-/// datatrove tests thresholds for truth: `None` and `0` both switch a check off.
-fn enabled(threshold: Option<f64>) -> Option<f64> {
-    threshold.filter(|t| *t != 0.0)
-}
-
 impl DocFilter for GopherRepetition {
     fn judge(&self, text: &str) -> Verdict {
         if text.is_empty() {
@@ -197,19 +192,6 @@ fn split_newline_runs(text: &str, min_run: usize) -> Vec<&str> {
     }
     parts.push(&text[start..]);
     parts
-}
-
-/// datatrove's `find_duplicates`: how many items repeat an earlier item, and their characters.
-pub(crate) fn find_duplicates(items: &[&str]) -> (usize, usize) {
-    let mut seen = FxHashSet::with_capacity_and_hasher(items.len(), Default::default());
-    let (mut duplicates, mut duplicate_chars) = (0, 0);
-    for item in items {
-        if !seen.insert(*item) {
-            duplicates += 1;
-            duplicate_chars += python::len(item);
-        }
-    }
-    (duplicates, duplicate_chars)
 }
 
 /// A document's words, with what n-gram counting needs of each.

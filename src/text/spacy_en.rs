@@ -24,21 +24,24 @@ use super::tables;
 /// datatrove `split_into_words(text)` for English: the spaCy token texts, without whitespace
 /// tokens (datatrove strips every token and drops the empty ones). Punctuation tokens are words.
 pub fn words(text: &str) -> Vec<&str> {
-    let tokenizer = EnglishTokenizer::get();
-    tokenizer
+    let mut tokens = token_texts(text);
+    tokens.retain(|t| !t.starts_with(is_space));
+    tokens
+}
+
+/// The text of every spaCy token of `text`, whitespace tokens included.
+pub fn token_texts(text: &str) -> Vec<&str> {
+    EnglishTokenizer::get()
         .tokenize(text)
         .into_iter()
         .map(|r| &text[r])
-        .filter(|t| !t.starts_with(is_space))
         .collect()
 }
 
 /// `len(split_into_sentences(text))` for English: the number of sentences spaCy's sentencizer
 /// finds, at least 1 (datatrove returns the whole text as one part when there are none).
 pub fn sentence_count(text: &str) -> usize {
-    let tokenizer = EnglishTokenizer::get();
-    let tokens = tokenizer.tokenize(text);
-    count_sentences(tokens.iter().map(|r| &text[r.clone()]))
+    count_sentences(token_texts(text).into_iter())
 }
 
 /// The sentencizer (`spacy/pipeline/sentencizer.pyx`): after a token whose whole text is one
@@ -528,14 +531,6 @@ fn matching_paren(s: &str, open: usize) -> usize {
 mod tests {
     use super::*;
 
-    fn toks(text: &str) -> Vec<&str> {
-        EnglishTokenizer::get()
-            .tokenize(text)
-            .into_iter()
-            .map(|r| &text[r])
-            .collect()
-    }
-
     #[test]
     fn splits_like_spacy() {
         // Expected outputs from spacy.blank("en") 3.8.18.
@@ -546,25 +541,25 @@ mod tests {
                 "known", "..."
             ]
         );
-        assert_eq!(toks("Hello:)"), ["Hello", ":)"]);
-        assert_eq!(toks("a  b\n"), ["a", " ", "b", "\n"]);
+        assert_eq!(token_texts("Hello:)"), ["Hello", ":)"]);
+        assert_eq!(token_texts("a  b\n"), ["a", " ", "b", "\n"]);
         assert_eq!(
-            toks("see https://example.com/a?b=c."),
+            token_texts("see https://example.com/a?b=c."),
             ["see", "https://example.com/a?b=c", "."]
         );
-        assert_eq!(toks("(10km)"), ["(", "10", "km", ")"]);
+        assert_eq!(token_texts("(10km)"), ["(", "10", "km", ")"]);
     }
 
     #[test]
     fn long_chunks_take_linear_time() {
         // One 1 MB chunk each; quadratic work here would take minutes in a debug build.
         let n = 1 << 20;
-        assert_eq!(toks(&"(".repeat(n)).len(), n);
-        assert_eq!(toks(&format!("a{}", ")".repeat(n))).len(), n + 1);
-        assert_eq!(toks(&".".repeat(n)), [".".repeat(n)]);
-        assert_eq!(toks(&"a-".repeat(n / 2)).len(), n - 1);
+        assert_eq!(token_texts(&"(".repeat(n)).len(), n);
+        assert_eq!(token_texts(&format!("a{}", ")".repeat(n))).len(), n + 1);
+        assert_eq!(token_texts(&".".repeat(n)), [".".repeat(n)]);
+        assert_eq!(token_texts(&"a-".repeat(n / 2)).len(), n - 1);
         let url = format!("http://example.com/{}", "x:@".repeat(n / 3));
-        assert_eq!(toks(&url).len(), 1);
+        assert_eq!(token_texts(&url).len(), 1);
     }
 
     #[test]

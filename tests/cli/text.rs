@@ -2,17 +2,9 @@
 //! tests/parity/spacy_goldens.py): every web document's tokens and sentence count, and seeded
 //! strings built to exercise every rule.
 
-use grist::text::spacy_en::EnglishTokenizer;
+use grist::text::spacy_en::token_texts as tokens;
 
 use crate::util::*;
-
-fn tokens(text: &str) -> Vec<&str> {
-    EnglishTokenizer::get()
-        .tokenize(text)
-        .into_iter()
-        .map(|r| &text[r])
-        .collect()
-}
 
 #[test]
 fn tokens_and_sentences_equal_spacy_on_every_web_document() {
