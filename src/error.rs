@@ -27,6 +27,14 @@ pub enum GristError {
     #[error("stage `{stage}`: {message}")]
     Stage { stage: String, message: String },
 
+    /// A stage parameter that is wrong given the files it names (a model that is not one...).
+    #[error("stage `{stage}`, `{param}`: {message}")]
+    Param {
+        stage: String,
+        param: &'static str,
+        message: String,
+    },
+
     #[error("arrow: {0}")]
     Arrow(#[from] arrow::error::ArrowError),
 
@@ -69,10 +77,22 @@ impl GristError {
         }
     }
 
+    pub fn param(
+        stage: impl Into<String>,
+        param: &'static str,
+        message: impl std::fmt::Display,
+    ) -> Self {
+        GristError::Param {
+            stage: stage.into(),
+            param,
+            message: message.to_string(),
+        }
+    }
+
     /// Names the stage an error happened in, unless it already does.
     pub fn in_stage(self, stage: &str) -> Self {
         match self {
-            GristError::Stage { .. } => self,
+            GristError::Stage { .. } | GristError::Param { .. } => self,
             other => GristError::stage(stage, other),
         }
     }

@@ -2,6 +2,7 @@
 //! batches streamed from Parquet / JSON Lines shards; the engine splits it into phases and tasks
 //! that run on a local worker pool or as batch-scheduler array jobs, resumably.
 
+pub mod classifier;
 pub mod config;
 pub mod engine;
 pub mod error;

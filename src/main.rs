@@ -7,6 +7,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use grist::GristError;
+use grist::classifier::command::TrainCommand;
+use grist::classifier::train::TrainParams;
 use grist::engine::{self, RunOptions, Selection};
 use grist::stages::registry;
 
@@ -67,6 +69,11 @@ enum Command {
         #[arg(long)]
         json_schema: bool,
     },
+    /// fastText quality classifiers (`classifier train`).
+    Classifier {
+        #[command(subcommand)]
+        action: ClassifierAction,
+    },
     /// Show what a data file (Parquet, JSON Lines) holds; a directory or glob lists row counts.
     Inspect {
         path: String,
@@ -80,6 +87,63 @@ enum Command {
 enum StagesAction {
     /// Parameters, defaults and docs of one stage type.
     Describe { name: String },
+}
+
+#[derive(Subcommand)]
+enum ClassifierAction {
+    /// Train a supervised fastText classifier (as the `classifier_train` stage does): documents
+    /// from --positive and --negative files (Parquet, JSON Lines or .txt), or from --input files
+    /// with a --label-column. Prints validation precision / recall / F1 and writes the model.
+    Train(Box<TrainArgs>),
+}
+
+#[derive(clap::Args)]
+struct TrainArgs {
+    /// Files (or globs) of good documents.
+    #[arg(long, num_args = 1..)]
+    positive: Vec<String>,
+    /// Files (or globs) of bad documents.
+    #[arg(long, num_args = 1..)]
+    negative: Vec<String>,
+    /// Files (or globs) whose documents carry their label in --label-column.
+    #[arg(long, num_args = 1..)]
+    input: Vec<String>,
+    #[arg(long)]
+    label_column: Option<String>,
+    /// Column (field) of the text in Parquet / JSON Lines inputs.
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    #[arg(long, default_value = "hq")]
+    positive_label: String,
+    #[arg(long, default_value = "cc")]
+    negative_label: String,
+    /// Where to write the model (`.bin`); `<output>.work/` keeps the run's state.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Share of documents held out for validation.
+    #[arg(long, default_value_t = 0.1)]
+    validation_fraction: f64,
+    /// Seeds the train / validation split.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    #[arg(long, default_value_t = 100)]
+    dim: i32,
+    #[arg(long, default_value_t = 5)]
+    epoch: i32,
+    #[arg(long, default_value_t = 0.1)]
+    lr: f64,
+    #[arg(long = "wordNgrams", alias = "word-ngrams", default_value_t = 2)]
+    word_ngrams: i32,
+    #[arg(long = "minCount", alias = "min-count", default_value_t = 1)]
+    min_count: i32,
+    #[arg(long, default_value_t = 2_000_000)]
+    bucket: i32,
+    /// softmax, hs, ns or ova.
+    #[arg(long, default_value = "softmax")]
+    loss: String,
+    /// Training threads (1: deterministic).
+    #[arg(long, default_value_t = 1)]
+    thread: i32,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -208,6 +272,45 @@ fn execute(command: Command) -> anyhow::Result<()> {
             print!("{}", describe(&t));
         }
         Command::Inspect { path, rows } => print!("{}", grist::inspect::inspect(&path, rows)?),
+        Command::Classifier {
+            action: ClassifierAction::Train(a),
+        } => {
+            let command = TrainCommand {
+                positive: a.positive,
+                negative: a.negative,
+                labelled: a.input,
+                label_column: a.label_column,
+                text_column: a.text_column,
+                positive_label: a.positive_label,
+                negative_label: a.negative_label,
+                output: a.output,
+                validation_fraction: a.validation_fraction,
+                seed: a.seed,
+                fasttext: TrainParams {
+                    dim: a.dim,
+                    epoch: a.epoch,
+                    lr: a.lr,
+                    word_ngrams: a.word_ngrams,
+                    min_count: a.min_count,
+                    bucket: a.bucket,
+                    loss: a.loss,
+                    thread: a.thread,
+                },
+            };
+            let workdir = command.workdir();
+            std::fs::create_dir_all(&workdir)?;
+            let file = workdir.join("pipeline.yaml");
+            std::fs::write(&file, command.pipeline()?)?;
+            let (pipeline, plan) = engine::prepare(grist::config::load(&file)?)?;
+            let opts = RunOptions {
+                selection: Selection::default(),
+                workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                progress: true,
+            };
+            let summary = engine::run(&pipeline, &plan, &opts)?;
+            print!("{}", stats_table(&summary.stages));
+            println!("model: {}", command.output.display());
+        }
     }
     Ok(())
 }
@@ -246,7 +349,25 @@ fn stats_table(stages: &[engine::stats::StageReport]) -> String {
             rejected.join(" ")
         );
     }
+    for r in stages.iter().filter(|r| !r.stats.metrics.is_empty()) {
+        let metrics: Vec<String> = r
+            .stats
+            .metrics
+            .iter()
+            .map(|(k, v)| format!("{k}={}", format_metric(*v)))
+            .collect();
+        let _ = writeln!(out, "{}: {}", r.stage, metrics.join(" "));
+    }
     out
+}
+
+/// Counts as integers, ratios with four decimals.
+fn format_metric(v: f64) -> String {
+    if v.fract() == 0.0 && v.abs() < 1e15 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.4}")
+    }
 }
 
 fn plan_text(p: &engine::Pipeline, plan: &engine::Plan) -> String {

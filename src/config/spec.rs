@@ -489,7 +489,9 @@ fn check_graph(spec: &PipelineSpec, diags: &mut Diagnostics) {
         .flat_map(|s| s.inputs.iter().map(String::as_str))
         .collect();
     for stage in &spec.stages {
-        if stage.kind != StageKind::Sink && !consumed.contains(&stage.id.as_str()) {
+        // A sink writes its rows; a stage making a file (a model) has that as its output.
+        let makes_output = stage.kind == StageKind::Sink || !stage.config.makes_files().is_empty();
+        if !makes_output && !consumed.contains(&stage.id.as_str()) {
             diags.push(
                 Diagnostic::warning(
                     stage.span,

@@ -66,7 +66,7 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
         let counts = Mutex::new((0usize, 0usize));
         pool.install(|| {
             tasks.par_iter().for_each(|t| {
-                let result = task::run(p, &phase.name, t);
+                let result = task::run(p, plan, &phase.name, t);
                 match result {
                     Ok(Outcome::Skipped(_)) => {
                         counts.lock().expect("no panics hold this lock").1 += 1;
@@ -74,14 +74,11 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
                     }
                     Ok(Outcome::Ran(m)) => {
                         counts.lock().expect("no panics hold this lock").0 += 1;
-                        let source = &p.nodes[t.source].id;
-                        let s = &m.stats[source];
-                        tracing::info!(
-                            "task {} done: {} rows read, {} kept by the source",
-                            t.name,
-                            s.rows_in,
-                            s.rows_kept
-                        );
+                        let first = t.counted.first().map(|&i| &p.nodes[i].id);
+                        let rows = first
+                            .and_then(|id| m.stats.get(id))
+                            .map_or(0, |s| s.rows_in);
+                        tracing::info!("task {} done: {rows} rows in", t.name);
                     }
                     Err(e) => {
                         tracing::error!("task {} ({}) failed: {e}", t.name, t.input.display());
@@ -174,7 +171,7 @@ pub fn merge_stats(p: &Pipeline, plan: &Plan) -> Result<Vec<StageReport>> {
     for phase in &plan.phases {
         for t in &phase.tasks {
             let done = task::completed(p.workdir(), &phase.name, t);
-            for &i in &t.reach {
+            for &i in &t.counted {
                 let entry = merged.entry(&p.nodes[i].id).or_default();
                 entry.2 += 1;
                 if let Some(marker) = &done

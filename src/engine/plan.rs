@@ -1,9 +1,11 @@
 //! From a parsed spec to a runnable plan: stages built, data checked (preflight), the DAG split
 //! into phases and each phase into tasks.
 //!
-//! Every stage so far is a streaming stage, so a pipeline is one phase, `stream`, with one task
-//! per (source, shard): the shard flows through every stage reachable from its source, fused,
-//! batch by batch. Barrier stages (dedup, tokenizer training, ...) will add phases after it.
+//! A stream phase has one task per (source, shard): the shard flows through every stage reachable
+//! from its source, fused, batch by batch, up to the sinks and the barrier stages (training,
+//! deduplication), which store the rows reaching them. Each barrier then runs its own phases;
+//! if it passes rows on, a later stream phase streams its input shards through it and onwards.
+//! Phases: `stream`, the barriers' `<stage>.<phase>`s, `stream2`, ... in dependency order.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -14,7 +16,7 @@ use serde::Serialize;
 use crate::config::diagnostic::{Diagnostic, Diagnostics};
 use crate::config::{Loaded, PipelineSpec};
 use crate::error::{GristError, Result};
-use crate::stages::{Shard, Sink, Stage};
+use crate::stages::{BarrierInput, BuildContext, Shard, Sink, Stage, lexical};
 
 pub const STREAM_PHASE: &str = "stream";
 
@@ -36,6 +38,17 @@ pub struct Pipeline {
 
 pub struct Plan {
     pub phases: Vec<Phase>,
+    /// Each barrier stage's directory, input shards and fingerprint, by node.
+    pub barriers: HashMap<usize, BarrierPlan>,
+}
+
+#[derive(Debug, Clone)]
+pub struct BarrierPlan {
+    pub dir: PathBuf,
+    pub inputs: Vec<BarrierInput>,
+    /// Identifies the barrier's config and input: its tasks and everything downstream of it
+    /// depend on it.
+    pub fingerprint: String,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -48,18 +61,38 @@ pub struct Phase {
 #[derive(Debug, Clone, Serialize)]
 pub struct Task {
     pub index: usize,
-    /// `<source id>-<shard index>`: names the task's marker and output files.
+    /// `<source id>-<shard index>` (or `<barrier id>-<shard index>`) for a stream task,
+    /// `<phase>-<index>` for a barrier task: names the task's marker and output files.
     pub name: String,
     #[serde(skip)]
-    pub source: usize,
+    pub kind: TaskKind,
+    /// The shard a stream task reads; a barrier task's directory.
     pub input: PathBuf,
-    #[serde(skip)]
-    pub shard: Shard,
     /// Nodes this task runs, in dependency order.
     #[serde(skip)]
     pub reach: Vec<usize>,
+    /// Nodes whose counts this task reports (a barrier only storing its input reports none).
+    #[serde(skip)]
+    pub counted: Vec<usize>,
     pub outputs: Vec<PathBuf>,
     pub fingerprint: String,
+}
+
+#[derive(Debug, Clone)]
+pub enum TaskKind {
+    /// A shard streamed through `reach` from `root`: a source, or a barrier passing its rows on
+    /// (then `barrier_shard` is the index of the barrier input shard).
+    Stream {
+        root: usize,
+        shard: Shard,
+        barrier_shard: Option<usize>,
+    },
+    /// One task of one phase of a barrier stage.
+    Barrier {
+        node: usize,
+        phase: usize,
+        index: usize,
+    },
 }
 
 impl Pipeline {
@@ -79,9 +112,22 @@ pub fn prepare(loaded: Loaded) -> Result<(Pipeline, Plan)> {
         spec,
         mut diagnostics,
     } = loaded;
+    let made_by_pipeline: Vec<PathBuf> = spec
+        .stages
+        .iter()
+        .flat_map(|s| s.config.makes_files())
+        .collect();
     let mut nodes = Vec::new();
     for s in &spec.stages {
-        match s.config.build(&s.id) {
+        let ctx = BuildContext {
+            stage_id: &s.id,
+            made_by_pipeline: &made_by_pipeline,
+        };
+        match s.config.build(&ctx) {
+            Err(GristError::Param { param, message, .. }) => diagnostics.push(Diagnostic::error(
+                s.span_of(param),
+                format!("stage `{}`: {message}", s.id),
+            )),
             Ok(stage) => nodes.push(Node {
                 id: s.id.clone(),
                 type_name: s.type_name,
@@ -204,6 +250,28 @@ fn preflight(p: &Pipeline, diags: &mut Diagnostics) -> HashMap<usize, Vec<Shard>
                     Err(e) => diags.push(Diagnostic::error(spec.span, e.to_string())),
                 }
             }
+            Stage::Barrier(b) => {
+                let Some(input) = merged_input_schema(p, i, &schemas, diags) else {
+                    continue;
+                };
+                match b.output_schema(input) {
+                    Ok(Some(output)) => {
+                        schemas.insert(i, output);
+                    }
+                    Ok(None) => {
+                        for &o in &node.outputs {
+                            diags.push(Diagnostic::error(
+                                p.spec.stages[o].span_of("inputs"),
+                                format!(
+                                    "stage `{}` reads from `{}`, which passes no rows on",
+                                    p.nodes[o].id, node.id
+                                ),
+                            ));
+                        }
+                    }
+                    Err(e) => diags.push(Diagnostic::error(spec.span, e.to_string())),
+                }
+            }
             Stage::Sink(sink) => {
                 if let Some(input) = merged_input_schema(p, i, &schemas, diags) {
                     schemas.insert(i, input);
@@ -300,37 +368,277 @@ fn check_writable(dir: &std::path::Path) -> std::io::Result<()> {
     std::fs::remove_file(&probe)
 }
 
+/// Levels order the work: a stream phase at level `L` runs the stream tasks of that level, then the
+/// phases of the barriers of that level. A node's level is at least that of its inputs (one more
+/// past a barrier), one more than any barrier that makes a file it reads, and every node a stream
+/// task runs shares the task's level.
+fn levels(p: &Pipeline, deps: &[Vec<usize>], roots: &[usize]) -> Result<Vec<usize>> {
+    let n = p.nodes.len();
+    let mut level = vec![0usize; n];
+    let barrier = |i: usize| matches!(p.nodes[i].stage, Stage::Barrier(_));
+    loop {
+        let mut changed = false;
+        for &i in &p.order {
+            let mut l = level[i];
+            for &j in &p.nodes[i].inputs {
+                l = l.max(level[j] + usize::from(barrier(j)));
+            }
+            for &d in &deps[i] {
+                l = l.max(level[d] + 1);
+            }
+            if l > level[i] {
+                level[i] = l;
+                changed = true;
+            }
+        }
+        for &root in roots {
+            let reach = stream_reach(p, root);
+            let members = reach.iter().copied().filter(|&i| i != root && !barrier(i));
+            let task_level =
+                members
+                    .clone()
+                    .map(|i| level[i])
+                    .max()
+                    .unwrap_or(0)
+                    .max(match barrier(root) {
+                        true => level[root] + 1,
+                        false => level[root],
+                    });
+            for i in members.chain((!barrier(root)).then_some(root)) {
+                if level[i] < task_level {
+                    level[i] = task_level;
+                    changed = true;
+                }
+            }
+        }
+        if level.iter().any(|&l| l > 2 * n + 2) {
+            return Err(GristError::Usage(
+                "stages wait on each other in a cycle: a stage reads a file that a stage after it makes".into(),
+            ));
+        }
+        if !changed {
+            return Ok(level);
+        }
+    }
+}
+
+/// For each node, the barrier stages that make a file it reads.
+/// A stream task storing rows for a barrier, through input node `via`.
+struct Fed {
+    task: String,
+    via: usize,
+    fingerprint: String,
+}
+
+fn file_deps(p: &Pipeline) -> Vec<Vec<usize>> {
+    let made: Vec<Vec<PathBuf>> = p
+        .spec
+        .stages
+        .iter()
+        .map(|s| s.config.makes_files().iter().map(|f| lexical(f)).collect())
+        .collect();
+    let mut deps = vec![Vec::new(); p.nodes.len()];
+    for (i, s) in p.spec.stages.iter().enumerate() {
+        for file in s.config.uses_files() {
+            let file = lexical(&file);
+            for (j, files) in made.iter().enumerate() {
+                if j != i && files.contains(&file) && !deps[i].contains(&j) {
+                    deps[i].push(j);
+                }
+            }
+        }
+    }
+    deps
+}
+
+/// The stream phase of level `l`.
+fn stream_phase_name(l: usize) -> String {
+    match l {
+        0 => STREAM_PHASE.into(),
+        _ => format!("{STREAM_PHASE}{}", l + 1),
+    }
+}
+
 fn make_plan(p: &Pipeline, mut shards: HashMap<usize, Vec<Shard>>) -> Result<Plan> {
-    let mut tasks = Vec::new();
-    for &source in &p.order {
-        let Some(list) = shards.remove(&source) else {
-            continue;
-        };
-        let reach = reachable(p, source);
-        for (shard_index, shard) in list.into_iter().enumerate() {
-            let name = format!("{}-{shard_index:05}", p.nodes[source].id);
-            let outputs = reach
+    let deps = file_deps(p);
+    let is_barrier = |i: usize| matches!(p.nodes[i].stage, Stage::Barrier(_));
+    let roots: Vec<usize> = p
+        .order
+        .iter()
+        .copied()
+        .filter(|&i| match &p.nodes[i].stage {
+            Stage::Source(_) => true,
+            Stage::Barrier(_) => !p.nodes[i].outputs.is_empty(),
+            _ => false,
+        })
+        .collect();
+    let level = levels(p, &deps, &roots)?;
+    let max_level = level.iter().copied().max().unwrap_or(0);
+    let mut phases: Vec<Phase> = Vec::new();
+    let mut barriers: HashMap<usize, BarrierPlan> = HashMap::new();
+    // Tasks that send rows into each barrier, with the input stage they come through.
+    let mut feeding: HashMap<usize, Vec<Fed>> = HashMap::new();
+    for l in 0..=max_level {
+        let mut tasks = Vec::new();
+        for &root in roots.iter().filter(|&&r| match is_barrier(r) {
+            true => level[r] + 1 == l,
+            false => level[r] == l,
+        }) {
+            let reach = stream_reach(p, root);
+            let shards_of_root: Vec<(Shard, String, Option<usize>)> = match &p.nodes[root].stage {
+                Stage::Barrier(_) => {
+                    let b = &barriers[&root];
+                    b.inputs
+                        .iter()
+                        .enumerate()
+                        .map(|(k, input)| {
+                            let name = format!("{}-{k:05}", p.nodes[root].id);
+                            let shard = Shard {
+                                path: input.path.clone(),
+                                name: name.clone(),
+                            };
+                            (shard, name, Some(k))
+                        })
+                        .collect()
+                }
+                _ => shards
+                    .remove(&root)
+                    .unwrap_or_default()
+                    .into_iter()
+                    .enumerate()
+                    .map(|(k, shard)| (shard, format!("{}-{k:05}", p.nodes[root].id), None))
+                    .collect(),
+            };
+            for (shard, name, barrier_shard) in shards_of_root {
+                let fingerprint = match barrier_shard {
+                    Some(k) => stream_fingerprint(
+                        p,
+                        &reach,
+                        &deps,
+                        &barriers,
+                        serde_json::json!({"barrier": barriers[&root].fingerprint, "shard": k}),
+                    ),
+                    None => {
+                        let input = file_fingerprint(&shard.path)?;
+                        stream_fingerprint(p, &reach, &deps, &barriers, input)
+                    }
+                };
+                let mut outputs = Vec::new();
+                for &i in &reach {
+                    match &p.nodes[i].stage {
+                        Stage::Sink(s) => {
+                            outputs.push(task_file(s.as_ref(), s.output_dir(), &name))
+                        }
+                        Stage::Barrier(_) if i != root => {
+                            for &j in p.nodes[i].inputs.iter().filter(|j| reach.contains(j)) {
+                                outputs.push(barrier_input_path(p, i, j, &name));
+                                feeding.entry(i).or_default().push(Fed {
+                                    task: name.clone(),
+                                    via: j,
+                                    fingerprint: fingerprint.clone(),
+                                });
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                let counted = reach
+                    .iter()
+                    .copied()
+                    .filter(|&i| i == root || !is_barrier(i))
+                    .collect();
+                tasks.push(Task {
+                    index: tasks.len(),
+                    name,
+                    kind: TaskKind::Stream {
+                        root,
+                        shard: shard.clone(),
+                        barrier_shard,
+                    },
+                    input: shard.path,
+                    reach: reach.clone(),
+                    counted,
+                    outputs,
+                    fingerprint,
+                });
+            }
+        }
+        if !tasks.is_empty() {
+            let mut stages: Vec<String> = Vec::new();
+            for t in &tasks {
+                for &i in &t.reach {
+                    if !stages.contains(&p.nodes[i].id) {
+                        stages.push(p.nodes[i].id.clone());
+                    }
+                }
+            }
+            phases.push(Phase {
+                name: stream_phase_name(l),
+                stages,
+                tasks,
+            });
+        }
+        for &b in p.order.iter().filter(|&&b| is_barrier(b) && level[b] == l) {
+            let Stage::Barrier(barrier) = &p.nodes[b].stage else {
+                unreachable!()
+            };
+            let fed = feeding.remove(&b).unwrap_or_default();
+            let inputs: Vec<BarrierInput> = fed
                 .iter()
-                .filter_map(|&i| match &p.nodes[i].stage {
-                    Stage::Sink(s) => Some(task_file(s.as_ref(), s.output_dir(), &name)),
-                    _ => None,
+                .map(|f| BarrierInput {
+                    path: barrier_input_path(p, b, f.via, &f.task),
+                    via: p.nodes[f.via].id.clone(),
                 })
                 .collect();
-            let fingerprint = fingerprint(p, &reach, &shard)?;
-            tasks.push(Task {
-                index: tasks.len(),
-                name,
-                source,
-                input: shard.path.clone(),
-                shard,
-                reach: reach.clone(),
-                outputs,
-                fingerprint,
-            });
+            let spec = &p.spec.stages[b];
+            let fingerprint = hash(&serde_json::json!({
+                "format": 1,
+                "stage": {"id": spec.id, "type": spec.type_name, "version": spec.config.version(),
+                          "inputs": spec.inputs, "config": spec.config.to_json(),
+                          "files": used_files(p, b, &deps, &barriers)},
+                "inputs": fed.iter().map(|f| [&f.task, &p.nodes[f.via].id, &f.fingerprint]).collect::<Vec<_>>(),
+                "batch_size": p.spec.batch_size,
+            }));
+            let dir = barrier_dir(p, b);
+            for (k, phase_name) in barrier.phases().into_iter().enumerate() {
+                let count = barrier.task_count(k, &inputs);
+                let name = format!("{}.{phase_name}", p.nodes[b].id);
+                let tasks = (0..count)
+                    .map(|index| Task {
+                        index,
+                        name: format!("{phase_name}-{index:05}"),
+                        kind: TaskKind::Barrier {
+                            node: b,
+                            phase: k,
+                            index,
+                        },
+                        input: dir.clone(),
+                        reach: vec![b],
+                        counted: vec![b],
+                        outputs: Vec::new(),
+                        fingerprint: hash(&serde_json::json!({
+                            "barrier": fingerprint, "phase": phase_name, "task": index, "of": count,
+                        })),
+                    })
+                    .collect();
+                phases.push(Phase {
+                    name,
+                    stages: vec![p.nodes[b].id.clone()],
+                    tasks,
+                });
+            }
+            barriers.insert(
+                b,
+                BarrierPlan {
+                    dir,
+                    inputs,
+                    fingerprint,
+                },
+            );
         }
     }
     let mut writers: HashMap<&PathBuf, &str> = HashMap::new();
-    for t in &tasks {
+    for t in phases.iter().flat_map(|ph| &ph.tasks) {
         for o in &t.outputs {
             if let Some(other) = writers.insert(o, &t.name) {
                 return Err(GristError::Usage(format!(
@@ -341,14 +649,35 @@ fn make_plan(p: &Pipeline, mut shards: HashMap<usize, Vec<Shard>>) -> Result<Pla
             }
         }
     }
-    let stages = p.order.iter().map(|&i| p.nodes[i].id.clone()).collect();
-    Ok(Plan {
-        phases: vec![Phase {
-            name: STREAM_PHASE.into(),
-            stages,
-            tasks,
-        }],
-    })
+    Ok(Plan { phases, barriers })
+}
+
+/// `workdir/barriers/<stage id>`: a barrier stage's own files.
+pub fn barrier_dir(p: &Pipeline, b: usize) -> PathBuf {
+    p.workdir().join("barriers").join(&p.nodes[b].id)
+}
+
+/// Where stream task `task` stores the rows it sends barrier `b` through input stage `via`.
+pub fn barrier_input_path(p: &Pipeline, b: usize, via: usize, task: &str) -> PathBuf {
+    barrier_dir(p, b)
+        .join("input")
+        .join(&p.nodes[via].id)
+        .join(format!("{task}.parquet"))
+}
+
+/// Nodes a stream task starting at `root` runs: those reachable from it without passing through
+/// a barrier (a barrier is reached, to store its input, but not passed), in dependency order.
+pub fn stream_reach(p: &Pipeline, root: usize) -> Vec<usize> {
+    let mut seen = vec![false; p.nodes.len()];
+    let mut stack = vec![root];
+    while let Some(i) = stack.pop() {
+        if !std::mem::replace(&mut seen[i], true)
+            && (i == root || !matches!(p.nodes[i].stage, Stage::Barrier(_)))
+        {
+            stack.extend(&p.nodes[i].outputs);
+        }
+    }
+    p.order.iter().copied().filter(|&i| seen[i]).collect()
 }
 
 /// The file a task writes into `dir` (a sink's output or rejects directory): named after the task,
@@ -369,32 +698,73 @@ pub fn reachable(p: &Pipeline, from: usize) -> Vec<usize> {
     p.order.iter().copied().filter(|&i| seen[i]).collect()
 }
 
-/// Identifies what a task computes: its input file (path, size, mtime), the config, version and
-/// wiring of every stage it runs, and the batch size. A change to any of them re-runs the task.
-fn fingerprint(p: &Pipeline, reach: &[usize], shard: &Shard) -> Result<String> {
-    let meta = std::fs::metadata(&shard.path).map_err(|e| GristError::io(&shard.path, e))?;
+fn hash(doc: &serde_json::Value) -> String {
+    format!(
+        "{:032x}",
+        xxhash_rust::xxh3::xxh3_128(doc.to_string().as_bytes())
+    )
+}
+
+/// Path, size and modification time: a file that changes re-runs what reads it.
+fn file_fingerprint(path: &Path) -> Result<serde_json::Value> {
+    let meta = std::fs::metadata(path).map_err(|e| GristError::io(path, e))?;
     let mtime = meta
         .modified()
         .ok()
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_nanos())
         .unwrap_or(0);
+    Ok(serde_json::json!({"path": path, "size": meta.len(), "mtime_ns": mtime.to_string()}))
+}
+
+/// The files node `i` reads besides its rows: the fingerprint of the barrier that makes one, or
+/// the file's own fingerprint (null when it cannot be read: the task will fail on it anyway).
+fn used_files(
+    p: &Pipeline,
+    i: usize,
+    deps: &[Vec<usize>],
+    barriers: &HashMap<usize, BarrierPlan>,
+) -> Vec<serde_json::Value> {
+    let mut files: Vec<serde_json::Value> = deps[i]
+        .iter()
+        .map(|d| serde_json::json!({"made_by": barriers.get(d).map(|b| b.fingerprint.clone())}))
+        .collect();
+    if deps[i].is_empty() {
+        for f in p.spec.stages[i].config.uses_files() {
+            files.push(file_fingerprint(&f).unwrap_or(serde_json::Value::Null));
+        }
+    }
+    files
+}
+
+/// Identifies what a stream task computes: its input, the config, version and wiring of every
+/// stage it runs, the files they read, and the batch size. A change to any of them re-runs it.
+fn stream_fingerprint(
+    p: &Pipeline,
+    reach: &[usize],
+    deps: &[Vec<usize>],
+    barriers: &HashMap<usize, BarrierPlan>,
+    input: serde_json::Value,
+) -> String {
     let stages: Vec<serde_json::Value> = reach
         .iter()
         .map(|&i| {
             let s = &p.spec.stages[i];
+            if matches!(p.nodes[i].stage, Stage::Barrier(_)) && !barriers.contains_key(&i) {
+                // A barrier downstream only stores its input: its config does not change it.
+                return serde_json::json!({"id": s.id, "stores_input_of": s.type_name});
+            }
             serde_json::json!({
                 "id": s.id, "type": s.type_name, "version": s.config.version(),
                 "inputs": s.inputs, "config": s.config.to_json(),
+                "files": used_files(p, i, deps, barriers),
             })
         })
         .collect();
-    let doc = serde_json::json!({
-        "format": 1,
-        "input": {"path": shard.path, "size": meta.len(), "mtime_ns": mtime.to_string()},
+    hash(&serde_json::json!({
+        "format": 2,
+        "input": input,
         "batch_size": p.spec.batch_size,
         "stages": stages,
-    });
-    let hash = xxhash_rust::xxh3::xxh3_128(doc.to_string().as_bytes());
-    Ok(format!("{hash:032x}"))
+    }))
 }

@@ -16,6 +16,9 @@ pub struct StageStats {
     pub bytes_kept: u64,
     /// Time spent in the stage itself.
     pub seconds: f64,
+    /// Stage-specific figures (a classifier's validation F1, ...), summed over tasks.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub metrics: BTreeMap<String, f64>,
 }
 
 impl StageStats {
@@ -37,6 +40,9 @@ impl StageStats {
         self.bytes_in += other.bytes_in;
         self.bytes_kept += other.bytes_kept;
         self.seconds += other.seconds;
+        for (name, v) in &other.metrics {
+            *self.metrics.entry(name.clone()).or_default() += v;
+        }
     }
 
     pub fn reject(&mut self, reason: &str, n: u64) {

@@ -1,6 +1,6 @@
-//! Runs one task: a shard streamed through every stage reachable from its source, batch by batch.
-//! Files are written under temporary names and renamed at the end; the completion marker is
-//! written last, so a task killed anywhere is simply run again.
+//! Runs one task: a shard streamed through the stages of its phase, batch by batch, or one task of
+//! a barrier stage's phase. Files are written under temporary names and renamed at the end; the
+//! completion marker is written last, so a task killed anywhere is simply run again.
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
@@ -12,11 +12,14 @@ use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
 use super::hook::checkpoint;
-use super::plan::{Pipeline, Task, task_file};
+use super::plan::{Pipeline, Plan, Task, TaskKind, barrier_input_path, task_file};
 use super::stats::StageStats;
 use crate::error::{GristError, Result};
 use crate::io::atomic::{self, PendingFile};
-use crate::stages::{Filtered, Rejected, SinkWriter, Stage, TransformTask, text_bytes};
+use crate::io::parquet::{ParquetFileWriter, WriteOptions};
+use crate::stages::{
+    BarrierTask, Filtered, Rejected, SinkWriter, Stage, TransformTask, text_bytes,
+};
 
 /// What a completed task leaves in `workdir/markers/<phase>/<task>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,7 +51,7 @@ pub enum Outcome {
     Ran(Marker),
 }
 
-pub fn run(p: &Pipeline, phase: &str, task: &Task) -> Result<Outcome> {
+pub fn run(p: &Pipeline, plan: &Plan, phase: &str, task: &Task) -> Result<Outcome> {
     let workdir = p.workdir();
     if let Some(marker) = completed(workdir, phase, task) {
         return Ok(Outcome::Skipped(marker));
@@ -59,13 +62,41 @@ pub fn run(p: &Pipeline, phase: &str, task: &Task) -> Result<Outcome> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(GristError::io(&marker_file, e)),
     }
-    clear_previous_outputs(p, task);
-    let mut runner = Runner::new(p, task)?;
-    let outputs = match runner.stream() {
-        Ok(()) => runner.finish()?,
-        Err(e) => {
-            runner.abandon();
-            return Err(e);
+    let (outputs, stats) = match &task.kind {
+        TaskKind::Stream { .. } => {
+            clear_previous_outputs(p, task);
+            let mut runner = Runner::new(p, plan, task)?;
+            let outputs = match runner.stream() {
+                Ok(()) => runner.finish()?,
+                Err(e) => {
+                    runner.abandon();
+                    return Err(e);
+                }
+            };
+            (outputs, runner.stats_by_id())
+        }
+        &TaskKind::Barrier { node, phase, index } => {
+            let Stage::Barrier(b) = &p.nodes[node].stage else {
+                unreachable!("barrier tasks run barrier stages")
+            };
+            let planned = &plan.barriers[&node];
+            let id = &p.nodes[node].id;
+            let started = Instant::now();
+            let mut outcome = b
+                .run_task(&BarrierTask {
+                    stage_id: id,
+                    phase,
+                    index,
+                    dir: &planned.dir,
+                    inputs: &planned.inputs,
+                    batch_size: p.spec.batch_size,
+                })
+                .map_err(|e| e.in_stage(id))?;
+            outcome.stats.seconds += started.elapsed().as_secs_f64();
+            (
+                outcome.outputs,
+                BTreeMap::from([(id.clone(), outcome.stats)]),
+            )
         }
     };
     checkpoint("commit");
@@ -74,7 +105,7 @@ pub fn run(p: &Pipeline, phase: &str, task: &Task) -> Result<Outcome> {
         fingerprint: task.fingerprint.clone(),
         input: task.input.clone(),
         outputs,
-        stats: runner.stats_by_id(),
+        stats,
     };
     let json = serde_json::to_vec_pretty(&marker).expect("markers serialize");
     atomic::write(&marker_file, &json)?;
@@ -86,6 +117,8 @@ enum State {
     Source,
     Transform(Box<dyn TransformTask>),
     Sink(Box<dyn SinkWriter>, PendingFile),
+    /// A barrier downstream: the rows reaching it are stored, one file per input stage.
+    Store(Vec<(usize, ParquetFileWriter, PendingFile)>),
     /// Not reached by this task.
     Idle,
 }
@@ -102,8 +135,25 @@ struct Runner<'a> {
     reader: Option<Box<dyn crate::stages::SourceReader>>,
 }
 
+/// How barrier input is stored: fast to write, read back once or twice.
+fn store_options() -> WriteOptions {
+    WriteOptions {
+        zstd_level: 1,
+        row_group_rows: 1 << 16,
+        row_group_bytes: 64 << 20,
+    }
+}
+
 impl<'a> Runner<'a> {
-    fn new(p: &'a Pipeline, task: &'a Task) -> Result<Self> {
+    fn new(p: &'a Pipeline, plan: &Plan, task: &'a Task) -> Result<Self> {
+        let TaskKind::Stream {
+            root,
+            shard,
+            barrier_shard,
+        } = &task.kind
+        else {
+            unreachable!("a runner streams")
+        };
         let n = p.nodes.len();
         let mut states: Vec<State> = (0..n).map(|_| State::Idle).collect();
         let mut schemas: Vec<Option<SchemaRef>> = vec![None; n];
@@ -115,10 +165,42 @@ impl<'a> Runner<'a> {
                 let input = node.inputs.iter().find_map(|&j| schemas[j].clone());
                 match &node.stage {
                     Stage::Source(source) => {
-                        let r = source.open(&task.shard, p.spec.batch_size)?;
+                        let r = source.open(shard, p.spec.batch_size)?;
                         schemas[i] = Some(r.schema());
                         reader = Some(r);
                         states[i] = State::Source;
+                    }
+                    Stage::Barrier(b) if i == *root => {
+                        let opts = crate::io::parquet::ReadOptions {
+                            mapping: Default::default(),
+                            columns: None,
+                        };
+                        let r = crate::io::parquet::open(shard, &opts, p.spec.batch_size)?;
+                        let k = barrier_shard.expect("a barrier root streams a barrier shard");
+                        let t = b
+                            .start_output(
+                                &plan.barriers[&i].dir,
+                                k,
+                                crate::stages::SourceReader::schema(&r),
+                            )
+                            .map_err(|e| e.in_stage(&node.id))?;
+                        schemas[i] = Some(t.output_schema());
+                        reader = Some(Box::new(r));
+                        states[i] = State::Transform(t);
+                    }
+                    Stage::Barrier(_) => {
+                        let mut files = Vec::new();
+                        for &j in node.inputs.iter().filter(|j| task.reach.contains(j)) {
+                            let Some(schema) = schemas[j].clone() else {
+                                continue;
+                            };
+                            let dest = barrier_input_path(p, i, j, &task.name);
+                            let pending = PendingFile::new(dest)?;
+                            let writer =
+                                ParquetFileWriter::create(&pending.tmp, schema, &store_options())?;
+                            files.push((j, writer, pending));
+                        }
+                        states[i] = State::Store(files);
                     }
                     Stage::Transform(t) => {
                         let input = input.expect("a transform in reach has a reached input");
@@ -139,11 +221,7 @@ impl<'a> Runner<'a> {
             Ok(())
         })();
         if let Err(e) = built {
-            for state in states {
-                if let State::Sink(_, file) = state {
-                    file.abandon();
-                }
-            }
+            abandon_all(states);
             return Err(e);
         }
         Ok(Runner {
@@ -162,21 +240,37 @@ impl<'a> Runner<'a> {
     }
 
     fn stream(&mut self) -> Result<()> {
-        let source = self.task.source;
+        let TaskKind::Stream { root, shard, .. } = &self.task.kind else {
+            unreachable!("a runner streams")
+        };
+        let (root, path) = (*root, shard.path.clone());
+        let from_source = matches!(self.p.nodes[root].stage, Stage::Source(_));
         let mut reader = self.reader.take().expect("the source is opened");
-        if let Ok(meta) = std::fs::metadata(&self.task.shard.path) {
-            self.stats[source].bytes_in = meta.len();
+        if from_source && let Ok(meta) = std::fs::metadata(&path) {
+            self.stats[root].bytes_in = meta.len();
         }
         loop {
             let started = Instant::now();
             let Some(out) = reader.next_batch()? else {
                 break;
             };
-            self.stats[source].seconds += started.elapsed().as_secs_f64();
+            if !from_source {
+                // The barrier's own stored input: every row of it is read back.
+                if out.rejected.as_ref().is_some_and(|r| r.num_rows() > 0) {
+                    return Err(GristError::data(
+                        &path,
+                        "stored barrier input has unreadable rows",
+                    ));
+                }
+                self.push(root, root, &out.kept)?;
+                checkpoint("batch");
+                continue;
+            }
+            self.stats[root].seconds += started.elapsed().as_secs_f64();
             let kept_rows = out.kept.num_rows() as u64;
             let rejected_rows = out.rejected.as_ref().map_or(0, |r| r.num_rows() as u64);
-            self.stats[source].rows_in += kept_rows + rejected_rows;
-            self.account(source, out)?;
+            self.stats[root].rows_in += kept_rows + rejected_rows;
+            self.account(root, out)?;
             checkpoint("batch");
         }
         Ok(())
@@ -195,13 +289,20 @@ impl<'a> Runner<'a> {
         }
         if out.kept.num_rows() > 0 {
             for o in self.p.nodes[i].outputs.clone() {
-                self.push(o, &out.kept)?;
+                self.push(i, o, &out.kept)?;
             }
         }
         Ok(())
     }
 
-    fn push(&mut self, i: usize, batch: &RecordBatch) -> Result<()> {
+    /// Sends `batch`, kept by node `from`, to node `i`.
+    fn push(&mut self, from: usize, i: usize, batch: &RecordBatch) -> Result<()> {
+        if let State::Store(files) = &mut self.states[i] {
+            if let Some((_, writer, _)) = files.iter_mut().find(|(j, _, _)| *j == from) {
+                writer.write(batch)?;
+            }
+            return Ok(());
+        }
         let rows = batch.num_rows() as u64;
         let bytes = text_bytes(batch);
         self.stats[i].rows_in += rows;
@@ -215,7 +316,7 @@ impl<'a> Runner<'a> {
                 writer.write(batch)?;
                 Filtered::all_kept(batch.clone())
             }
-            State::Source | State::Idle => return Ok(()),
+            State::Source | State::Idle | State::Store(_) => return Ok(()),
         };
         self.stats[i].seconds += started.elapsed().as_secs_f64();
         self.account(i, out)
@@ -246,9 +347,18 @@ impl<'a> Runner<'a> {
     fn finish(&mut self) -> Result<Vec<PathBuf>> {
         let mut pending = Vec::new();
         for state in std::mem::take(&mut self.states) {
-            if let State::Sink(writer, file) = state {
-                writer.finish()?;
-                pending.push(file);
+            match state {
+                State::Sink(writer, file) => {
+                    writer.finish()?;
+                    pending.push(file);
+                }
+                State::Store(files) => {
+                    for (_, writer, file) in files {
+                        writer.finish()?;
+                        pending.push(file);
+                    }
+                }
+                _ => {}
             }
         }
         let mut rejects: Vec<_> = std::mem::take(&mut self.rejects).into_iter().collect();
@@ -261,11 +371,7 @@ impl<'a> Runner<'a> {
     }
 
     fn abandon(&mut self) {
-        for state in std::mem::take(&mut self.states) {
-            if let State::Sink(_, file) = state {
-                file.abandon();
-            }
-        }
+        abandon_all(std::mem::take(&mut self.states));
         for (_, (_, file)) in std::mem::take(&mut self.rejects) {
             file.abandon();
         }
@@ -273,10 +379,20 @@ impl<'a> Runner<'a> {
 
     fn stats_by_id(&self) -> BTreeMap<String, StageStats> {
         self.task
-            .reach
+            .counted
             .iter()
             .map(|&i| (self.p.nodes[i].id.clone(), self.stats[i].clone()))
             .collect()
+    }
+}
+
+fn abandon_all(states: Vec<State>) {
+    for state in states {
+        match state {
+            State::Sink(_, file) => file.abandon(),
+            State::Store(files) => files.into_iter().for_each(|(_, _, f)| f.abandon()),
+            _ => {}
+        }
     }
 }
 

@@ -20,6 +20,16 @@ pub struct ColumnMapping {
     pub id_column: String,
 }
 
+impl Default for ColumnMapping {
+    /// grist's own column names.
+    fn default() -> Self {
+        ColumnMapping {
+            text_column: super::TEXT_COLUMN.into(),
+            id_column: "id".into(),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Normalizer {
     input: SchemaRef,

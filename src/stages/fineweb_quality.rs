@@ -5,7 +5,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::doc_filter::{self, DocFilter, Verdict, find_duplicates};
-use super::{ParamProblem, Stage, StageConfig, StageKind};
+use super::{BuildContext, ParamProblem, Stage, StageConfig, StageKind};
 use crate::error::Result;
 use crate::text::{self, python};
 
@@ -91,7 +91,8 @@ impl StageConfig for FinewebQuality {
         problems
     }
 
-    fn build(&self, stage_id: &str) -> Result<Stage> {
+    fn build(&self, ctx: &BuildContext) -> Result<Stage> {
+        let stage_id = ctx.stage_id;
         Ok(doc_filter::stage(stage_id, self.clone()))
     }
 }

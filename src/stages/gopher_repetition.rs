@@ -8,7 +8,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::doc_filter::{self, DocFilter, Verdict, enabled, find_duplicates};
-use super::{ParamProblem, Stage, StageConfig, StageKind};
+use super::{BuildContext, ParamProblem, Stage, StageConfig, StageKind};
 use crate::error::Result;
 use crate::text::{self, python};
 
@@ -98,7 +98,8 @@ impl StageConfig for GopherRepetition {
         problems
     }
 
-    fn build(&self, stage_id: &str) -> Result<Stage> {
+    fn build(&self, ctx: &BuildContext) -> Result<Stage> {
+        let stage_id = ctx.stage_id;
         Ok(doc_filter::stage(stage_id, self.clone()))
     }
 }

@@ -1,7 +1,6 @@
 //! `langid`: language identification with a fastText model (lid.176), as datatrove's
 //! `LanguageFilter` does it for FineWeb.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -12,8 +11,10 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Filtered, ParamProblem, Stage, StageConfig, StageKind, Transform, TransformTask, text_values,
+    BuildContext, Filtered, ParamProblem, Stage, StageConfig, StageKind, Transform, TransformTask,
+    text_values,
 };
+use crate::classifier::model::FastTextModel;
 use crate::error::{GristError, Result};
 
 /// Identifies the language of each document with a fastText model and adds the `language` and
@@ -59,12 +60,6 @@ impl StageConfig for Langid {
 
     fn check(&self) -> Vec<ParamProblem> {
         let mut problems = Vec::new();
-        if let Err(message) = check_model_file(Path::new(&self.model)) {
-            problems.push(ParamProblem {
-                param: "model",
-                message,
-            });
-        }
         if !(0.0..1.0).contains(&self.min_score) {
             problems.push(ParamProblem {
                 param: "min_score",
@@ -86,18 +81,24 @@ impl StageConfig for Langid {
         problems
     }
 
-    fn build(&self, stage_id: &str) -> Result<Stage> {
+    fn uses_files(&self) -> Vec<PathBuf> {
+        vec![PathBuf::from(&self.model)]
+    }
+
+    fn build(&self, ctx: &BuildContext) -> Result<Stage> {
+        let stage_id = ctx.stage_id;
         let model = LanguageModel::load(Path::new(&self.model))
-            .map_err(|e| GristError::stage(stage_id, e))?;
+            .map_err(|e| GristError::param(stage_id, "model", e))?;
         if let Some(langs) = &self.languages {
             let unknown: Vec<&str> = langs
                 .iter()
-                .filter(|l| !model.labels.contains(l))
+                .filter(|l| !model.labels().contains(l))
                 .map(String::as_str)
                 .collect();
             if !unknown.is_empty() {
-                return Err(GristError::stage(
+                return Err(GristError::param(
                     stage_id,
+                    "languages",
                     format!("`{}` has no label {}", self.model, unknown.join(", ")),
                 ));
             }
@@ -110,88 +111,27 @@ impl StageConfig for Langid {
     }
 }
 
-/// fastText files start with magic 793712314 and version 12 (little-endian i32s). Checking them
-/// turns a wrong file into a clear error instead of whatever fastText makes of it.
-fn check_model_file(path: &Path) -> std::result::Result<(), String> {
-    let mut head = [0u8; 8];
-    let mut file = std::fs::File::open(path)
-        .map_err(|e| format!("cannot open model `{}`: {e}", path.display()))?;
-    file.read_exact(&mut head)
-        .map_err(|_| format!("`{}` is too short to be a fastText model", path.display()))?;
-    let magic = i32::from_le_bytes(head[..4].try_into().expect("4 bytes"));
-    let version = i32::from_le_bytes(head[4..].try_into().expect("4 bytes"));
-    if magic != 793_712_314 || version > 12 {
-        return Err(format!(
-            "`{}` is not a fastText model (bad magic number or version)",
-            path.display()
-        ));
-    }
-    Ok(())
-}
-
-/// A loaded fastText model, shared by every task and thread.
+/// lid.176 (or another language-ID model), predicting on whole documents.
 pub struct LanguageModel {
-    inner: fasttext::FastText,
-    labels: Vec<String>,
-    path: PathBuf,
+    model: FastTextModel,
 }
-
-// SAFETY: fastText's prediction (`FastText::predictLine`) is a const method that keeps its state
-// on the stack, so one model can serve many threads, as the Python binding does; the model is
-// never mutated after loading.
-unsafe impl Send for LanguageModel {}
-unsafe impl Sync for LanguageModel {}
 
 impl LanguageModel {
     pub fn load(path: &Path) -> std::result::Result<Self, String> {
-        check_model_file(path)?;
-        let mut inner = fasttext::FastText::new();
-        let path_str = path
-            .to_str()
-            .ok_or_else(|| format!("model path `{}` is not UTF-8", path.display()))?;
-        inner
-            .load_model(path_str)
-            .map_err(|e| format!("cannot load fastText model `{}`: {e}", path.display()))?;
-        let (labels, _) = inner
-            .get_labels()
-            .map_err(|e| format!("cannot read the labels of `{}`: {e}", path.display()))?;
-        let labels: Vec<String> = labels.iter().map(|l| strip_label(l).to_string()).collect();
-        if labels.is_empty() {
-            return Err(format!(
-                "`{}` has no labels: not a supervised model",
-                path.display()
-            ));
-        }
         Ok(LanguageModel {
-            inner,
-            labels,
-            path: path.to_path_buf(),
+            model: FastTextModel::load(path)?,
         })
+    }
+
+    pub fn labels(&self) -> &[String] {
+        self.model.labels()
     }
 
     /// Labels (without `__label__`) and probabilities, best first, as Python fastText's
     /// `predict(text.replace("\n", " "), k)` gives them.
     pub fn predict(&self, text: &str, k: i32) -> std::result::Result<Vec<(String, f32)>, String> {
-        // Python's predict appends "\n" (the end-of-sentence token); NUL cannot cross into C and
-        // is a word separator to fastText anyway.
-        let mut line: String = text
-            .chars()
-            .map(|c| if c == '\n' || c == '\0' { ' ' } else { c })
-            .collect();
-        line.push('\n');
-        let predictions = self
-            .inner
-            .predict(&line, k, 0.0)
-            .map_err(|e| format!("fastText `{}`: {e}", self.path.display()))?;
-        Ok(predictions
-            .into_iter()
-            .map(|p| (strip_label(&p.label).to_string(), p.prob))
-            .collect())
+        self.model.predict_line(&text.replace('\n', " "), k)
     }
-}
-
-fn strip_label(label: &str) -> &str {
-    label.strip_prefix("__label__").unwrap_or(label)
 }
 
 struct LangidTransform {

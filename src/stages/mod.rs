@@ -4,16 +4,21 @@
 //! Three kinds of stage flow through the engine:
 //! - a [`Source`] lists shards and reads each as a stream of batches;
 //! - a [`Transform`] maps one batch to kept rows and rejected rows (with a reason per row);
-//! - a [`Sink`] writes the batches of each task to one output file.
+//! - a [`Sink`] writes the batches of each task to one output file;
+//! - a [`Barrier`] needs all of its input before it can finish (training, deduplication): the
+//!   engine stores its input, runs its phases, then streams its output (if any) onwards.
 
 pub mod c4_quality;
+pub mod classifier_train;
 pub mod doc_filter;
 pub mod fineweb_quality;
 pub mod gopher_quality;
 pub mod gopher_repetition;
 pub mod langid;
+pub mod quality_classifier;
 pub mod read_jsonl;
 pub mod read_parquet;
+pub mod read_text;
 pub mod registry;
 pub mod sql;
 pub mod write_jsonl;
@@ -36,6 +41,7 @@ pub enum StageKind {
     Source,
     Transform,
     Sink,
+    Barrier,
 }
 
 impl StageKind {
@@ -44,6 +50,7 @@ impl StageKind {
             StageKind::Source => "source",
             StageKind::Transform => "transform",
             StageKind::Sink => "sink",
+            StageKind::Barrier => "barrier",
         }
     }
 }
@@ -61,7 +68,41 @@ pub trait StageConfig: DeserializeOwned + Serialize + JsonSchema + Send + Sync +
         Vec::new()
     }
 
-    fn build(&self, stage_id: &str) -> Result<Stage>;
+    fn build(&self, ctx: &BuildContext) -> Result<Stage>;
+
+    /// Files this stage reads besides its input rows (a model): part of its tasks' fingerprints,
+    /// and when another stage of the pipeline writes one, this stage runs after that one.
+    fn uses_files(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+
+    /// Files this (barrier) stage writes for other stages to read (a trained model).
+    fn makes_files(&self) -> Vec<PathBuf> {
+        Vec::new()
+    }
+}
+
+/// What a stage knows when it is built.
+pub struct BuildContext<'a> {
+    pub stage_id: &'a str,
+    /// Files that stages of this pipeline write before this one runs: not there yet, so a stage
+    /// reading one checks it when its tasks start instead of now.
+    pub made_by_pipeline: &'a [PathBuf],
+}
+
+impl BuildContext<'_> {
+    /// Whether `path` is written by a stage of the pipeline (compared lexically).
+    pub fn made_by_pipeline(&self, path: &Path) -> bool {
+        let path = lexical(path);
+        self.made_by_pipeline.iter().any(|p| lexical(p) == path)
+    }
+}
+
+/// `path` without `.` components, for comparing paths as written.
+pub fn lexical(path: &Path) -> PathBuf {
+    path.components()
+        .filter(|c| !matches!(c, std::path::Component::CurDir))
+        .collect()
 }
 
 /// A semantic problem with one parameter, found after parsing.
@@ -78,7 +119,9 @@ pub trait DynStageConfig: Send + Sync + std::fmt::Debug {
     fn version(&self) -> u32;
     fn to_json(&self) -> serde_json::Value;
     fn check(&self) -> Vec<ParamProblem>;
-    fn build(&self, stage_id: &str) -> Result<Stage>;
+    fn build(&self, ctx: &BuildContext) -> Result<Stage>;
+    fn uses_files(&self) -> Vec<PathBuf>;
+    fn makes_files(&self) -> Vec<PathBuf>;
 }
 
 impl<T: StageConfig + std::fmt::Debug> DynStageConfig for T {
@@ -97,8 +140,14 @@ impl<T: StageConfig + std::fmt::Debug> DynStageConfig for T {
     fn check(&self) -> Vec<ParamProblem> {
         StageConfig::check(self)
     }
-    fn build(&self, stage_id: &str) -> Result<Stage> {
-        StageConfig::build(self, stage_id)
+    fn build(&self, ctx: &BuildContext) -> Result<Stage> {
+        StageConfig::build(self, ctx)
+    }
+    fn uses_files(&self) -> Vec<PathBuf> {
+        StageConfig::uses_files(self)
+    }
+    fn makes_files(&self) -> Vec<PathBuf> {
+        StageConfig::makes_files(self)
     }
 }
 
@@ -108,6 +157,7 @@ pub enum Stage {
     Source(Arc<dyn Source>),
     Transform(Arc<dyn Transform>),
     Sink(Arc<dyn Sink>),
+    Barrier(Arc<dyn Barrier>),
 }
 
 /// One input file of a source.
@@ -155,6 +205,89 @@ pub trait Sink: Send + Sync {
 pub trait SinkWriter: Send {
     fn write(&mut self, batch: &RecordBatch) -> Result<()>;
     fn finish(self: Box<Self>) -> Result<()>;
+}
+
+/// A stage that sees all of its input before producing anything. The engine writes the rows
+/// reaching it to `dir/input/<input stage>/<task>.parquet` (its input shards), runs its phases in
+/// order (each phase's tasks may run in parallel or on different machines), then, if it passes
+/// rows on, streams each input shard through [`Barrier::start_output`] and the stages after it.
+pub trait Barrier: Send + Sync {
+    /// Phase names, in the order they run (`train`; `signatures`, `buckets`, ...).
+    fn phases(&self) -> Vec<&'static str>;
+    /// How many tasks phase `phase` has, given the input shards.
+    fn task_count(&self, phase: usize, inputs: &[BarrierInput]) -> usize;
+    /// Runs one task of one phase. Everything it writes goes through temporary files renamed at
+    /// the end, so a killed task is simply run again.
+    fn run_task(&self, task: &BarrierTask) -> Result<BarrierOutcome>;
+    /// The schema of the rows passed on, or `None` when the stage passes no rows on.
+    fn output_schema(&self, input: SchemaRef) -> Result<Option<SchemaRef>>;
+    /// The transform applied to input shard `shard` after the last phase (called only when
+    /// [`Barrier::output_schema`] is `Some`).
+    fn start_output(
+        &self,
+        dir: &Path,
+        shard: usize,
+        input: SchemaRef,
+    ) -> Result<Box<dyn TransformTask>> {
+        let _ = (dir, shard, input);
+        Err(crate::GristError::Usage(
+            "this stage passes no rows on".into(),
+        ))
+    }
+}
+
+/// One input shard of a barrier: the rows one stream task sent it through one of its inputs.
+#[derive(Debug, Clone, Serialize)]
+pub struct BarrierInput {
+    pub path: PathBuf,
+    /// The id of the input stage the rows came through.
+    pub via: String,
+}
+
+/// One task of one barrier phase.
+pub struct BarrierTask<'a> {
+    pub stage_id: &'a str,
+    pub phase: usize,
+    pub index: usize,
+    /// `workdir/barriers/<stage id>`: the stage's own files.
+    pub dir: &'a Path,
+    pub inputs: &'a [BarrierInput],
+    pub batch_size: usize,
+}
+
+/// What a barrier task did: the files it wrote (the task is complete while they exist) and its
+/// counts (rows it read, kept and rejected, plus stage-specific metrics).
+#[derive(Debug, Default)]
+pub struct BarrierOutcome {
+    pub outputs: Vec<PathBuf>,
+    pub stats: crate::engine::stats::StageStats,
+}
+
+/// Reads a barrier's stored input shard, batch by batch.
+pub fn for_each_stored_batch(
+    path: &Path,
+    batch_size: usize,
+    mut f: impl FnMut(&RecordBatch) -> Result<()>,
+) -> Result<()> {
+    let shard = Shard {
+        path: path.to_path_buf(),
+        name: path.display().to_string(),
+    };
+    let opts = crate::io::parquet::ReadOptions {
+        mapping: Default::default(),
+        columns: None,
+    };
+    let mut reader = crate::io::parquet::open(&shard, &opts, batch_size)?;
+    while let Some(out) = reader.next_batch()? {
+        if out.rejected.as_ref().is_some_and(|r| r.num_rows() > 0) {
+            return Err(crate::GristError::data(
+                path,
+                "stored input has unreadable rows",
+            ));
+        }
+        f(&out.kept)?;
+    }
+    Ok(())
 }
 
 /// The outcome of a stage on one batch.

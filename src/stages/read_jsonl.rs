@@ -7,7 +7,9 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::read_parquet::{check_path, default_id_column, default_text_column};
-use super::{ParamProblem, Shard, Source, SourceReader, Stage, StageConfig, StageKind};
+use super::{
+    BuildContext, ParamProblem, Shard, Source, SourceReader, Stage, StageConfig, StageKind,
+};
 use crate::error::Result;
 use crate::io::normalize::ColumnMapping;
 use crate::io::{jsonl, shards};
@@ -60,7 +62,7 @@ impl StageConfig for ReadJsonl {
         problems
     }
 
-    fn build(&self, _stage_id: &str) -> Result<Stage> {
+    fn build(&self, _ctx: &BuildContext) -> Result<Stage> {
         Ok(Stage::Source(Arc::new(JsonlSource {
             pattern: self.path.clone(),
             opts: jsonl::ReadOptions {

@@ -6,7 +6,9 @@ use arrow::datatypes::SchemaRef;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ParamProblem, Shard, Source, SourceReader, Stage, StageConfig, StageKind};
+use super::{
+    BuildContext, ParamProblem, Shard, Source, SourceReader, Stage, StageConfig, StageKind,
+};
 use crate::error::Result;
 use crate::io::normalize::ColumnMapping;
 use crate::io::{parquet, shards};
@@ -57,7 +59,7 @@ impl StageConfig for ReadParquet {
         check_path(&self.path)
     }
 
-    fn build(&self, _stage_id: &str) -> Result<Stage> {
+    fn build(&self, _ctx: &BuildContext) -> Result<Stage> {
         Ok(Stage::Source(Arc::new(ParquetSource {
             pattern: self.path.clone(),
             opts: parquet::ReadOptions {

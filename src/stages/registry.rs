@@ -4,12 +4,15 @@ use schemars::generate::SchemaSettings;
 use serde_json::Value as Json;
 
 use super::c4_quality::C4Quality;
+use super::classifier_train::ClassifierTrain;
 use super::fineweb_quality::FinewebQuality;
 use super::gopher_quality::GopherQuality;
 use super::gopher_repetition::GopherRepetition;
 use super::langid::Langid;
+use super::quality_classifier::QualityClassifier;
 use super::read_jsonl::ReadJsonl;
 use super::read_parquet::ReadParquet;
+use super::read_text::ReadText;
 use super::sql::Sql;
 use super::write_jsonl::WriteJsonl;
 use super::write_parquet::WriteParquet;
@@ -45,12 +48,15 @@ pub fn all() -> Vec<StageType> {
     vec![
         entry::<ReadParquet>(),
         entry::<ReadJsonl>(),
+        entry::<ReadText>(),
         entry::<Sql>(),
         entry::<Langid>(),
         entry::<GopherRepetition>(),
         entry::<GopherQuality>(),
         entry::<C4Quality>(),
         entry::<FinewebQuality>(),
+        entry::<QualityClassifier>(),
+        entry::<ClassifierTrain>(),
         entry::<WriteParquet>(),
         entry::<WriteJsonl>(),
     ]

@@ -20,7 +20,8 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Filtered, ParamProblem, Rejected, Stage, StageConfig, StageKind, Transform, TransformTask,
+    BuildContext, Filtered, ParamProblem, Rejected, Stage, StageConfig, StageKind, Transform,
+    TransformTask,
 };
 use crate::error::{GristError, Result};
 
@@ -54,7 +55,8 @@ impl StageConfig for Sql {
         Vec::new()
     }
 
-    fn build(&self, stage_id: &str) -> Result<Stage> {
+    fn build(&self, ctx: &BuildContext) -> Result<Stage> {
+        let stage_id = ctx.stage_id;
         Ok(Stage::Transform(Arc::new(SqlTransform {
             stage_id: stage_id.to_string(),
             query: self.query.clone(),
@@ -254,7 +256,10 @@ mod tests {
         let stage = Sql {
             query: query.into(),
         }
-        .build("s")?;
+        .build(&BuildContext {
+            stage_id: "s",
+            made_by_pipeline: &[],
+        })?;
         let Stage::Transform(t) = stage else {
             unreachable!()
         };

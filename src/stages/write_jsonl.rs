@@ -9,7 +9,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::write_parquet::check_paths;
-use super::{ParamProblem, Sink, SinkWriter, Stage, StageConfig, StageKind};
+use super::{BuildContext, ParamProblem, Sink, SinkWriter, Stage, StageConfig, StageKind};
 use crate::error::Result;
 use crate::io::compress::Compression;
 use crate::io::jsonl::JsonlFileWriter;
@@ -38,7 +38,7 @@ impl StageConfig for WriteJsonl {
         check_paths(&self.path, self.rejects.as_deref())
     }
 
-    fn build(&self, _stage_id: &str) -> Result<Stage> {
+    fn build(&self, _ctx: &BuildContext) -> Result<Stage> {
         Ok(Stage::Sink(Arc::new(JsonlSink {
             dir: PathBuf::from(&self.path),
             rejects: self.rejects.as_ref().map(PathBuf::from),

@@ -8,7 +8,7 @@ use arrow::datatypes::SchemaRef;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{ParamProblem, Sink, SinkWriter, Stage, StageConfig, StageKind};
+use super::{BuildContext, ParamProblem, Sink, SinkWriter, Stage, StageConfig, StageKind};
 use crate::error::Result;
 use crate::io::parquet::{ParquetFileWriter, WriteOptions};
 
@@ -92,7 +92,7 @@ impl StageConfig for WriteParquet {
         problems
     }
 
-    fn build(&self, _stage_id: &str) -> Result<Stage> {
+    fn build(&self, _ctx: &BuildContext) -> Result<Stage> {
         Ok(Stage::Sink(Arc::new(ParquetSink {
             dir: PathBuf::from(&self.path),
             rejects: self.rejects.as_ref().map(PathBuf::from),

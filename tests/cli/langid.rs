@@ -64,7 +64,7 @@ fn a_missing_or_wrong_model_is_a_config_error_naming_the_path() {
     s.write("in/a.jsonl", "{\"text\": \"hello\"}\n");
     s.write("not-a-model.bin", "this is not fastText");
     for (model, expected) in [
-        ("nowhere.ftz", "cannot open model `nowhere.ftz`"),
+        ("nowhere.ftz", "cannot open fastText model `nowhere.ftz`"),
         (
             "not-a-model.bin",
             "`not-a-model.bin` is not a fastText model",

@@ -1,6 +1,7 @@
 //! Integration tests of the `grist` binary: one test binary, a few lines per test.
 
 mod bad_input;
+mod classifier;
 mod config;
 mod filters;
 mod langid;

@@ -1,0 +1,240 @@
+//! `read_text`: a source of plain-text files (plain, `.gz`, `.zst`), split into documents.
+
+use std::io::BufRead;
+use std::sync::Arc;
+
+use arrow::array::{RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::read_parquet::check_path;
+use super::{
+    BuildContext, Filtered, ParamProblem, Rejected, Shard, Source, SourceReader, Stage,
+    StageConfig, StageKind,
+};
+use crate::error::{IoContext, Result};
+use crate::io::{ID_COLUMN, TEXT_COLUMN, compress, shards};
+
+/// Reads plain-text files (WikiText, books, code): one file, every `.txt` (optionally `.gz` /
+/// `.zst`) file below a directory, or a glob. Each file is one shard, split into documents by
+/// `split`: `paragraph` (blocks separated by blank lines; the default), `line`, or `file` (the
+/// whole file). Blank documents are skipped, not counted. Columns: `id` (`<file>/<n>`, n counting
+/// documents from 0) and `text` (without the trailing newline). A document that is not UTF-8 is
+/// rejected as `invalid_utf8` (its text decoded lossily).
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReadText {
+    /// File, directory or glob (`data/*.txt`), relative to the working directory.
+    pub path: String,
+    /// How a file is cut into documents: `paragraph`, `line` or `file`.
+    #[serde(default)]
+    pub split: Split,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Split {
+    #[default]
+    Paragraph,
+    Line,
+    File,
+}
+
+const EXTENSIONS: &[&str] = &[".txt", ".txt.gz", ".txt.zst"];
+
+impl StageConfig for ReadText {
+    const TYPE: &'static str = "read_text";
+    const KIND: StageKind = StageKind::Source;
+
+    fn check(&self) -> Vec<ParamProblem> {
+        check_path(&self.path)
+    }
+
+    fn build(&self, _ctx: &BuildContext) -> Result<Stage> {
+        Ok(Stage::Source(Arc::new(TextSource {
+            pattern: self.path.clone(),
+            split: self.split,
+        })))
+    }
+}
+
+struct TextSource {
+    pattern: String,
+    split: Split,
+}
+
+fn schema() -> SchemaRef {
+    Arc::new(Schema::new(vec![
+        Field::new(ID_COLUMN, DataType::Utf8, false),
+        Field::new(TEXT_COLUMN, DataType::Utf8, false),
+    ]))
+}
+
+impl Source for TextSource {
+    fn shards(&self) -> Result<Vec<Shard>> {
+        shards::list(&self.pattern, EXTENSIONS)
+    }
+
+    fn schema(&self, _shard: &Shard) -> Result<SchemaRef> {
+        Ok(schema())
+    }
+
+    fn open(&self, shard: &Shard, batch_size: usize) -> Result<Box<dyn SourceReader>> {
+        Ok(Box::new(TextReader {
+            input: compress::open_read(&shard.path)?,
+            shard: shard.clone(),
+            split: self.split,
+            batch_size: batch_size.max(1),
+            next_doc: 0,
+            done: false,
+        }))
+    }
+}
+
+struct TextReader {
+    input: Box<dyn BufRead + Send>,
+    shard: Shard,
+    split: Split,
+    batch_size: usize,
+    next_doc: u64,
+    done: bool,
+}
+
+impl TextReader {
+    /// The bytes of the next document, without its final newline; `None` at the end.
+    fn next_doc(&mut self) -> Result<Option<Vec<u8>>> {
+        let mut doc = Vec::new();
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = self
+                .input
+                .read_until(b'\n', &mut line)
+                .at(&self.shard.path)?;
+            if n == 0 {
+                self.done = true;
+                break;
+            }
+            let blank = line.iter().all(|b| b.is_ascii_whitespace());
+            match self.split {
+                Split::Line if blank => continue,
+                Split::Line => {
+                    doc.extend_from_slice(&line);
+                    break;
+                }
+                Split::Paragraph if blank && doc.is_empty() => continue,
+                Split::Paragraph if blank => break,
+                Split::Paragraph | Split::File => doc.extend_from_slice(&line),
+            }
+        }
+        while doc.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
+            doc.pop();
+        }
+        if doc.iter().all(|b| b.is_ascii_whitespace()) {
+            return Ok(None);
+        }
+        Ok(Some(doc))
+    }
+}
+
+impl SourceReader for TextReader {
+    fn schema(&self) -> SchemaRef {
+        schema()
+    }
+
+    fn next_batch(&mut self) -> Result<Option<Filtered>> {
+        let (mut ids, mut texts) = (Vec::new(), Vec::new());
+        let (mut bad_ids, mut bad_texts) = (Vec::new(), Vec::new());
+        while ids.len() + bad_ids.len() < self.batch_size && !self.done {
+            let Some(doc) = self.next_doc()? else {
+                continue;
+            };
+            let id = format!("{}/{}", self.shard.name, self.next_doc);
+            self.next_doc += 1;
+            match String::from_utf8(doc) {
+                Ok(text) => {
+                    ids.push(id);
+                    texts.push(text);
+                }
+                Err(e) => {
+                    bad_ids.push(id);
+                    bad_texts.push(String::from_utf8_lossy(e.as_bytes()).into_owned());
+                }
+            }
+        }
+        if ids.is_empty() && bad_ids.is_empty() {
+            return Ok(None);
+        }
+        let batch = |ids: Vec<String>, texts: Vec<String>| {
+            RecordBatch::try_new(
+                schema(),
+                vec![
+                    Arc::new(StringArray::from(ids)),
+                    Arc::new(StringArray::from(texts)),
+                ],
+            )
+        };
+        let bad = bad_ids.len();
+        Ok(Some(Filtered {
+            kept: batch(ids, texts)?,
+            rejected: (bad > 0)
+                .then(|| -> Result<Rejected> {
+                    Ok(Rejected::uniform(
+                        batch(bad_ids, bad_texts)?,
+                        "invalid_utf8",
+                    ))
+                })
+                .transpose()?,
+        }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(content: &[u8], split: Split) -> (Vec<String>, usize) {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.txt");
+        std::fs::write(&path, content).unwrap();
+        let source = TextSource {
+            pattern: path.display().to_string(),
+            split,
+        };
+        let shard = source.shards().unwrap().remove(0);
+        let mut reader = source.open(&shard, 2).unwrap();
+        let (mut texts, mut bad) = (Vec::new(), 0);
+        while let Some(out) = reader.next_batch().unwrap() {
+            let col = out
+                .kept
+                .column(1)
+                .as_any()
+                .downcast_ref::<StringArray>()
+                .unwrap();
+            texts.extend(col.iter().map(|t| t.unwrap().to_string()));
+            bad += out.rejected.map_or(0, |r| r.num_rows());
+        }
+        (texts, bad)
+    }
+
+    #[test]
+    fn splits_paragraphs_lines_and_files() {
+        let text = b" \n = Title = \n \n First para .\nstill first\n\n\n Second .\n";
+        assert_eq!(
+            read(text, Split::Paragraph).0,
+            [" = Title = ", " First para .\nstill first", " Second ."]
+        );
+        assert_eq!(read(text, Split::Line).0.len(), 4);
+        assert_eq!(read(text, Split::File).0.len(), 1);
+        assert_eq!(read(b"", Split::File).0.len(), 0);
+        assert_eq!(read(b"no newline", Split::Line).0, ["no newline"]);
+    }
+
+    #[test]
+    fn invalid_utf8_is_rejected_not_lost() {
+        let (texts, bad) = read(b"good\n\nbad \xff\xfe\n\nalso good\n", Split::Paragraph);
+        assert_eq!(texts, ["good", "also good"]);
+        assert_eq!(bad, 1);
+    }
+}
