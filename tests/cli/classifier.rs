@@ -346,3 +346,78 @@ fn a_stage_reading_a_model_made_later_in_the_flow_is_a_cycle() {
     assert_ne!(out.status.code(), Some(0));
     assert!(text(&out).contains("cycle"), "{}", text(&out));
 }
+
+/// The parity fixture: a model trained by Python fastText (tests/parity/fasttext_goldens.py) and
+/// its `predict(" ".join(text.split()), k=-1)` on every web_en document.
+#[test]
+fn scores_equal_python_fasttext_on_every_web_document() {
+    let mut texts = source_texts();
+    let golden = read_golden("fasttext_quality.jsonl.gz");
+    let mut input = String::new();
+    let mut expected = std::collections::HashMap::new();
+    for g in &golden {
+        let id = g["id"].as_str().unwrap();
+        let mut parts = id.rsplitn(4, '/');
+        let (field, record, file) = (
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+            parts.next().unwrap(),
+        );
+        let key = (file.to_string(), record.parse().unwrap(), field.to_string());
+        let text = texts
+            .remove(&key)
+            .unwrap_or_else(|| panic!("no text for {id}"));
+        input.push_str(&serde_json::json!({"id": id, "text": text}).to_string());
+        input.push('\n');
+        expected.insert(id.to_string(), g);
+    }
+    assert_eq!(expected.len(), 2429);
+
+    // The stage, end to end.
+    let s = Scratch::new();
+    s.write("in/docs.jsonl", input);
+    let model = repo().join("tests/fixtures/parity/quality_hq_cc.bin");
+    s.write(
+        "p.yaml",
+        format!(
+            "name: parity\nworkdir: work\nstages:\n  \
+             - {{id: docs, type: read_jsonl, path: in}}\n  \
+             - {{id: q, type: quality_classifier, model: {}, label: hq}}\n  \
+             - {{id: out, type: write_parquet, path: out}}\n",
+            model.display()
+        ),
+    );
+    assert_ok(&s.grist(&["run", "p.yaml"]));
+    let rows = read_rows(&s.path("out"));
+    assert_eq!(rows.len(), 2429);
+    let mut worst = 0f64;
+    for r in &rows {
+        let g = expected[r["id"].as_str().unwrap()];
+        let diff = (r["quality_score"].as_f64().unwrap() - g["hq"].as_f64().unwrap()).abs();
+        worst = worst.max(diff);
+    }
+    eprintln!("quality_classifier: 2429 documents, largest score difference {worst:e}");
+    assert!(
+        worst <= 1e-5,
+        "a score differs from Python fastText by {worst}"
+    );
+
+    // Every label's probability, in fastText's order, through the library.
+    let model = grist::classifier::model::FastTextModel::load(&model).unwrap();
+    for r in &rows {
+        let text = r["text"].as_str().unwrap();
+        let g = expected[r["id"].as_str().unwrap()];
+        let got = model
+            .predict_line(&grist::classifier::model::normalize_text(text), -1)
+            .unwrap();
+        let labels: Vec<String> = got.iter().map(|(l, _)| format!("__label__{l}")).collect();
+        assert_eq!(serde_json::json!(labels), g["labels"], "{}", r["id"]);
+        for ((_, p), q) in got.iter().zip(g["probs"].as_array().unwrap()) {
+            assert!(
+                (f64::from(*p) - q.as_f64().unwrap()).abs() <= 1e-5,
+                "{}",
+                r["id"]
+            );
+        }
+    }
+}

@@ -3,12 +3,14 @@
 # datatrove 0.10.1's Gopher / C4 / FineWeb quality filters and fastText lid.176 on the real web
 # text in ../shared/data (or $GRIST_PARITY_DATA). Needs python3 and PyPI; no other network access
 # (spaCy's blank "en" tokenizer needs no model download). Takes ~5-10 minutes on one core.
+# A full run (no --limit) also regenerates tests/fixtures/parity/{quality_hq_cc.bin,
+# fasttext_quality.jsonl.gz} with the official fastText binding, in a second venv (fasttext_goldens.py).
 #
 #   tests/parity/make_goldens.sh            # full run
 #   tests/parity/make_goldens.sh --limit 20 --out /tmp/t.jsonl.gz --versions /tmp/V.txt   # smoke test
 #
-# Env: GRIST_PARITY_VENV (default ~/.cache/grist/parity-venv), GRIST_PARITY_DATA
-# (default /work/shared/data), PYTHON (default python3).
+# Env: GRIST_PARITY_VENV (default ~/.cache/grist/parity-venv), GRIST_FASTTEXT_VENV (default
+# ~/.cache/grist/fasttext-venv), GRIST_PARITY_DATA (default /work/shared/data), PYTHON (default python3).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -18,6 +20,11 @@ py="${PYTHON:-python3}"
 DATATROVE_VERSION=0.10.1
 SPACY_VERSION=3.8.18
 FASTTEXT_PREDICT_VERSION=0.9.2.4
+# The full fastText binding (train_supervised) for the quality-classifier goldens. It ships the
+# same top-level `fasttext` module as fasttext-predict, so it lives in its own venv.
+FASTTEXT_BINDING=fasttext-numpy2-wheel
+FASTTEXT_BINDING_VERSION=0.9.2
+FASTTEXT_NUMPY_VERSION=2.4.6
 
 if [[ ! -x "$venv/bin/python" ]]; then
     mkdir -p "$(dirname "$venv")"
@@ -50,4 +57,25 @@ nice -n 19 "$venv/bin/python" "$here/datatrove_goldens.py" "$@"
 if [[ " $* " != *" --limit "* ]]; then
     (cd "$here" && nice -n 19 "$venv/bin/python" spacy_goldens.py --out-dir "$here/../fixtures/parity")
     nice -n 19 "$venv/bin/python" "$here/gen_text_tables.py" >"$here/../../src/text/tables.rs"
+fi
+
+# fastText quality classifier (train + predict goldens). Runs after datatrove_goldens.py, which
+# rewrites VERSIONS.txt; fasttext_goldens.py then appends its own block to it. Skipped in --limit
+# (smoke) mode; it always writes the default fixture paths. Takes ~10 s.
+if [[ " $* " != *" --limit "* ]]; then
+    ftvenv="${GRIST_FASTTEXT_VENV:-$HOME/.cache/grist/fasttext-venv}"
+    if [[ ! -x "$ftvenv/bin/python" ]]; then
+        mkdir -p "$(dirname "$ftvenv")"
+        "$py" -m venv "$ftvenv"
+    fi
+    ftpip=("$ftvenv/bin/python" -m pip --disable-pip-version-check -q)
+    nice -n 19 "${ftpip[@]}" install "${FASTTEXT_BINDING}==${FASTTEXT_BINDING_VERSION}" "numpy==${FASTTEXT_NUMPY_VERSION}"
+    "$ftvenv/bin/python" - <<PYCHECK
+import importlib.metadata as m, fasttext
+assert m.version("${FASTTEXT_BINDING}") == "${FASTTEXT_BINDING_VERSION}", m.version("${FASTTEXT_BINDING}")
+assert m.version("numpy") == "${FASTTEXT_NUMPY_VERSION}", m.version("numpy")
+# The full binding, not fasttext-predict's predict-only module.
+assert hasattr(fasttext, "train_supervised"), "fasttext module has no train_supervised"
+PYCHECK
+    nice -n 19 "$ftvenv/bin/python" "$here/fasttext_goldens.py"
 fi
