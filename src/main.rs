@@ -252,8 +252,10 @@ fn execute(command: Command) -> anyhow::Result<()> {
             print!("{}", grist::config::schema::pipeline_schema_text());
         }
         Command::Stages { action: None, .. } => {
-            for t in registry::all() {
-                println!("{:<16} {:<10} {}", t.name, t.kind.name(), t.summary());
+            let types = registry::all();
+            let width = types.iter().map(|t| t.name.len()).max().unwrap_or(16);
+            for t in types {
+                println!("{:<width$} {:<9} {}", t.name, t.kind.name(), t.summary());
             }
             println!("\n`grist stages describe TYPE` shows a stage's parameters.");
         }

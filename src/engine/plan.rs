@@ -572,8 +572,22 @@ fn make_plan(p: &Pipeline, mut shards: HashMap<usize, Vec<Shard>>) -> Result<Pla
                     }
                 }
             }
+            let roots: Vec<usize> = tasks
+                .iter()
+                .filter_map(|t| match t.kind {
+                    TaskKind::Stream { root, .. } => Some(root),
+                    TaskKind::Barrier { .. } => None,
+                })
+                .collect();
+            // The output of one barrier alone: named after it (`dedup.filter`).
+            let name = match &p.nodes[roots[0]].stage {
+                Stage::Barrier(b) if roots.iter().all(|&r| r == roots[0]) => {
+                    format!("{}.{}", p.nodes[roots[0]].id, b.output_phase())
+                }
+                _ => stream_phase_name(l),
+            };
             phases.push(Phase {
-                name: stream_phase_name(l),
+                name,
                 stages,
                 tasks,
             });

@@ -11,10 +11,12 @@
 pub mod c4_quality;
 pub mod classifier_train;
 pub mod doc_filter;
+pub mod exact_dedup;
 pub mod fineweb_quality;
 pub mod gopher_quality;
 pub mod gopher_repetition;
 pub mod langid;
+pub mod minhash_dedup;
 pub mod quality_classifier;
 pub mod read_jsonl;
 pub mod read_parquet;
@@ -219,6 +221,11 @@ pub trait Barrier: Send + Sync {
     /// Runs one task of one phase. Everything it writes goes through temporary files renamed at
     /// the end, so a killed task is simply run again.
     fn run_task(&self, task: &BarrierTask) -> Result<BarrierOutcome>;
+    /// Names the stream phase that passes this barrier's rows on (`<stage>.<name>`), when no
+    /// other stage's rows stream in it.
+    fn output_phase(&self) -> &'static str {
+        "output"
+    }
     /// The schema of the rows passed on, or `None` when the stage passes no rows on.
     fn output_schema(&self, input: SchemaRef) -> Result<Option<SchemaRef>>;
     /// The transform applied to input shard `shard` after the last phase (called only when

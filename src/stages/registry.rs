@@ -5,10 +5,12 @@ use serde_json::Value as Json;
 
 use super::c4_quality::C4Quality;
 use super::classifier_train::ClassifierTrain;
+use super::exact_dedup::ExactDedup;
 use super::fineweb_quality::FinewebQuality;
 use super::gopher_quality::GopherQuality;
 use super::gopher_repetition::GopherRepetition;
 use super::langid::Langid;
+use super::minhash_dedup::MinhashDedup;
 use super::quality_classifier::QualityClassifier;
 use super::read_jsonl::ReadJsonl;
 use super::read_parquet::ReadParquet;
@@ -57,6 +59,8 @@ pub fn all() -> Vec<StageType> {
         entry::<FinewebQuality>(),
         entry::<QualityClassifier>(),
         entry::<ClassifierTrain>(),
+        entry::<ExactDedup>(),
+        entry::<MinhashDedup>(),
         entry::<WriteParquet>(),
         entry::<WriteJsonl>(),
     ]

@@ -334,13 +334,17 @@ fn fineweb_en_pipeline_runs_on_the_shared_web_data() {
     assert_ok(&s.grist(&["run", "fineweb-en.yaml"]));
     let st = stats(&s.path("runs/fineweb-en"));
     assert_eq!(st["lang"]["rows_in"], 1600);
-    for stage in ["lang", "rep", "qual", "c4_lines", "fw"] {
+    for stage in ["lang", "rep", "qual", "c4_lines", "fw", "dedup"] {
         assert!(
             st[stage]["rows_in"].as_u64() > st[stage]["rows_kept"].as_u64(),
             "`{stage}` dropped nothing: {}",
             st[stage]
         );
     }
+    assert_eq!(st["dedup"]["rows_in"], st["fw"]["rows_kept"]);
     let kept = read_rows(&s.path("runs/fineweb-en/out"));
-    assert_eq!(kept.len() as u64, st["fw"]["rows_kept"].as_u64().unwrap());
+    assert_eq!(
+        kept.len() as u64,
+        st["dedup"]["rows_kept"].as_u64().unwrap()
+    );
 }

@@ -3,6 +3,7 @@
 mod bad_input;
 mod classifier;
 mod config;
+mod dedup;
 mod filters;
 mod langid;
 mod resume;

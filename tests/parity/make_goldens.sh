@@ -4,7 +4,8 @@
 # text in ../shared/data (or $GRIST_PARITY_DATA). Needs python3 and PyPI; no other network access
 # (spaCy's blank "en" tokenizer needs no model download). Takes ~5-10 minutes on one core.
 # A full run (no --limit) also regenerates tests/fixtures/parity/{quality_hq_cc.bin,
-# fasttext_quality.jsonl.gz} with the official fastText binding, in a second venv (fasttext_goldens.py).
+# fasttext_quality.jsonl.gz} with the official fastText binding, in a second venv (fasttext_goldens.py),
+# and tests/fixtures/parity/minhash_{corpus,datatrove}.jsonl.gz (minhash_goldens.py, ~5 more minutes).
 #
 #   tests/parity/make_goldens.sh            # full run
 #   tests/parity/make_goldens.sh --limit 20 --out /tmp/t.jsonl.gz --versions /tmp/V.txt   # smoke test
@@ -20,6 +21,8 @@ py="${PYTHON:-python3}"
 DATATROVE_VERSION=0.10.1
 SPACY_VERSION=3.8.18
 FASTTEXT_PREDICT_VERSION=0.9.2.4
+# datatrove's JsonlReader needs orjson (minhash_goldens.py runs the real reader); not in [processing].
+ORJSON_VERSION=3.13.0
 # The full fastText binding (train_supervised) for the quality-classifier goldens. It ships the
 # same top-level `fasttext` module as fasttext-predict, so it lives in its own venv.
 FASTTEXT_BINDING=fasttext-numpy2-wheel
@@ -32,7 +35,8 @@ if [[ ! -x "$venv/bin/python" ]]; then
 fi
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 
-nice -n 19 "${pip[@]}" install "datatrove[processing]==${DATATROVE_VERSION}" "spacy==${SPACY_VERSION}"
+nice -n 19 "${pip[@]}" install "datatrove[processing]==${DATATROVE_VERSION}" "spacy==${SPACY_VERSION}" \
+    "orjson==${ORJSON_VERSION}"
 # datatrove[processing] pulls fasttext-numpy2-wheel, and fasttext-predict ships the same top-level
 # `fasttext` package: the two overwrite each other's files. We want fasttext-predict's module, so
 # drop the other distribution and reinstall fasttext-predict cleanly.
@@ -46,6 +50,7 @@ import importlib.metadata as m, fasttext
 assert m.version("datatrove") == "${DATATROVE_VERSION}", m.version("datatrove")
 assert m.version("spacy") == "${SPACY_VERSION}", m.version("spacy")
 assert m.version("fasttext-predict") == "${FASTTEXT_PREDICT_VERSION}"
+assert m.version("orjson") == "${ORJSON_VERSION}", m.version("orjson")
 # fasttext-predict's module is predict-only; the full fastText binding has train_supervised.
 assert not hasattr(fasttext, "train_supervised"), "fasttext module is not fasttext-predict's"
 import spacy
@@ -78,4 +83,11 @@ assert m.version("numpy") == "${FASTTEXT_NUMPY_VERSION}", m.version("numpy")
 assert hasattr(fasttext, "train_supervised"), "fasttext module has no train_supervised"
 PYCHECK
     nice -n 19 "$ftvenv/bin/python" "$here/fasttext_goldens.py"
+fi
+
+# MinHash-LSH dedup goldens (tests/parity/MINHASH.md): datatrove's four MinHash stages on web_en +
+# Clough-Stevenson + seeded synthetic edits. Writes tests/fixtures/parity/minhash_{corpus,datatrove}.jsonl.gz.
+# Skipped in --limit (smoke) mode. Takes ~5 minutes on one core (spaCy tokenization dominates).
+if [[ " $* " != *" --limit "* ]]; then
+    OMP_NUM_THREADS=1 nice -n 19 "$venv/bin/python" "$here/minhash_goldens.py" --out-dir "$here/../fixtures/parity"
 fi

@@ -1,0 +1,189 @@
+//! What the last dedup phase tells each input shard: for every row that belongs to a cluster of
+//! two or more documents, its cluster, the cluster's size and whether it is removed. Rows not
+//! listed are unique. The output transform streams a shard against its sorted records.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+
+use super::runs::{Merge, Record};
+use crate::error::{GristError, Result};
+use crate::stages::{Filtered, TransformTask};
+
+/// The columns added when duplicates are marked instead of dropped.
+pub const CLUSTER_COLUMN: &str = "dedup_cluster";
+pub const CLUSTER_SIZE_COLUMN: &str = "dedup_cluster_size";
+
+/// One row of a shard in a cluster of duplicates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Membership {
+    pub row: u32,
+    /// The global index of the cluster's kept document (input order over all shards).
+    pub cluster: u64,
+    pub size: u32,
+    pub removed: bool,
+}
+
+impl Record for Membership {
+    const SIZE: usize = 17;
+    fn encode(&self, out: &mut [u8]) {
+        out[..4].copy_from_slice(&self.row.to_le_bytes());
+        out[4..12].copy_from_slice(&self.cluster.to_le_bytes());
+        out[12..16].copy_from_slice(&self.size.to_le_bytes());
+        out[16] = u8::from(self.removed);
+    }
+    fn decode(b: &[u8]) -> Self {
+        Membership {
+            row: u32::from_le_bytes(b[..4].try_into().expect("4 bytes")),
+            cluster: u64::from_le_bytes(b[4..12].try_into().expect("8 bytes")),
+            size: u32::from_le_bytes(b[12..16].try_into().expect("4 bytes")),
+            removed: b[16] != 0,
+        }
+    }
+}
+
+/// Drop the removed rows, or keep every row and add the cluster columns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    Drop,
+    Mark,
+}
+
+/// The output schema for `mode`.
+pub fn output_schema(input: &SchemaRef, mode: Mode) -> SchemaRef {
+    if mode == Mode::Drop {
+        return input.clone();
+    }
+    let mut fields: Vec<Field> = input
+        .fields()
+        .iter()
+        .filter(|f| f.name() != CLUSTER_COLUMN && f.name() != CLUSTER_SIZE_COLUMN)
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.push(Field::new(CLUSTER_COLUMN, DataType::Int64, true));
+    fields.push(Field::new(CLUSTER_SIZE_COLUMN, DataType::Int64, true));
+    Arc::new(Schema::new(fields))
+}
+
+/// Streams one shard against its membership records (sorted by row, possibly over several runs).
+pub struct DedupOutput {
+    records: Merge<Membership>,
+    next: Option<Membership>,
+    row: u32,
+    mode: Mode,
+    reason: &'static str,
+    output: SchemaRef,
+    files: Vec<PathBuf>,
+}
+
+impl DedupOutput {
+    pub fn open(
+        files: Vec<PathBuf>,
+        input: &SchemaRef,
+        mode: Mode,
+        reason: &'static str,
+    ) -> Result<Self> {
+        let mut records = Merge::open(&files)?;
+        let next = records.next_record()?.map(|(r, _)| r);
+        Ok(DedupOutput {
+            records,
+            next,
+            row: 0,
+            mode,
+            reason,
+            output: output_schema(input, mode),
+            files,
+        })
+    }
+
+    /// The record of row `row`, if it has one.
+    fn record_of(&mut self, row: u32) -> Result<Option<Membership>> {
+        let Some(r) = self.next else {
+            return Ok(None);
+        };
+        if r.row > row {
+            return Ok(None);
+        }
+        if r.row < row {
+            // A record for a row already passed: the files do not describe this shard.
+            return Err(self.mismatch(format!("a record for row {} is out of order", r.row)));
+        }
+        self.next = self.records.next_record()?.map(|(r, _)| r);
+        Ok(Some(r))
+    }
+
+    fn mismatch(&self, what: String) -> GristError {
+        GristError::data(
+            self.files.first().map_or(Path::new(""), |p| p.as_path()),
+            format!(
+                "dedup results do not match the stored input: {what}; delete the stage's workdir and run again"
+            ),
+        )
+    }
+}
+
+impl TransformTask for DedupOutput {
+    fn output_schema(&self) -> SchemaRef {
+        self.output.clone()
+    }
+
+    fn process(&mut self, batch: RecordBatch) -> Result<Filtered> {
+        let n = batch.num_rows();
+        let mut keep = Vec::with_capacity(n);
+        let mut clusters = Vec::with_capacity(n);
+        let mut sizes = Vec::with_capacity(n);
+        for _ in 0..n {
+            let record = self.record_of(self.row)?;
+            self.row += 1;
+            keep.push(!record.is_some_and(|r| r.removed));
+            clusters.push(record.map(|r| r.cluster as i64));
+            sizes.push(record.map(|r| i64::from(r.size)));
+        }
+        match self.mode {
+            Mode::Mark => {
+                let mut columns: Vec<ArrayRef> = self
+                    .output
+                    .fields()
+                    .iter()
+                    .take(self.output.fields().len() - 2)
+                    .map(|f| {
+                        batch
+                            .column_by_name(f.name())
+                            .expect("columns pass")
+                            .clone()
+                    })
+                    .collect();
+                columns.push(Arc::new(Int64Array::from(clusters)));
+                columns.push(Arc::new(Int64Array::from(sizes)));
+                Ok(Filtered::all_kept(RecordBatch::try_new(
+                    self.output.clone(),
+                    columns,
+                )?))
+            }
+            Mode::Drop => {
+                let dropped = keep.iter().filter(|k| !**k).count();
+                if dropped == 0 {
+                    return Ok(Filtered::all_kept(batch));
+                }
+                Filtered::split(
+                    &batch,
+                    &BooleanArray::from(keep),
+                    StringArray::from(vec![self.reason; dropped]),
+                )
+            }
+        }
+    }
+}
+
+impl Drop for DedupOutput {
+    fn drop(&mut self) {
+        // Records past the last row mean the shard is shorter than when it was hashed.
+        if let Some(r) = self.next
+            && !std::thread::panicking()
+        {
+            tracing::warn!("{}", self.mismatch(format!("row {} was never read", r.row)));
+        }
+    }
+}
