@@ -51,6 +51,16 @@ pub enum Mode {
     Mark,
 }
 
+impl Mode {
+    /// The stages' `mark_only` parameter.
+    pub fn from_mark_only(mark_only: bool) -> Self {
+        match mark_only {
+            true => Mode::Mark,
+            false => Mode::Drop,
+        }
+    }
+}
+
 /// The output schema for `mode`.
 pub fn output_schema(input: &SchemaRef, mode: Mode) -> SchemaRef {
     if mode == Mode::Drop {

@@ -161,10 +161,7 @@ impl Barrier for ExactBarrier {
 
 impl ExactBarrier {
     fn mode(&self) -> Mode {
-        match self.config.mark_only {
-            true => Mode::Mark,
-            false => Mode::Drop,
-        }
+        Mode::from_mark_only(self.config.mark_only)
     }
 
     fn hash_shard(&self, task: &BarrierTask) -> Result<BarrierOutcome> {

@@ -268,10 +268,7 @@ impl Barrier for MinhashBarrier {
 
 impl MinhashBarrier {
     fn mode(&self) -> Mode {
-        match self.config.mark_only {
-            true => Mode::Mark,
-            false => Mode::Drop,
-        }
+        Mode::from_mark_only(self.config.mark_only)
     }
 
     /// Signatures of one input shard, written as one sorted file per band.

@@ -1,9 +1,6 @@
 //! Classifier quality filters: `classifier_train` (a barrier), `quality_classifier`, the
 //! `classifier train` command, model checks at config time, parity of scores with Python fastText.
 
-use std::io::{BufRead, BufReader};
-use std::process::Stdio;
-
 use crate::util::*;
 
 fn lid_model() -> String {
@@ -302,20 +299,7 @@ fn sigkill_during_training_then_rerun_gives_the_same_scores() {
     for point in ["marker:2", "commit:3", "marker:3"] {
         let s = Scratch::new();
         train_then_score(&s);
-        let mut child = s
-            .command(&["run", "p.yaml", "--workers", "1"])
-            .env("GRIST_PAUSE_AT", point)
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = BufReader::new(child.stderr.take().unwrap());
-        let paused = stderr
-            .lines()
-            .any(|l| l.unwrap().starts_with("grist: paused at"));
-        assert!(paused, "never reached {point}");
-        child.kill().unwrap();
-        child.wait().unwrap();
+        kill_at(&s, &["run", "p.yaml", "--workers", "1"], point);
         assert_ok(&s.grist(&["run", "p.yaml"]));
         assert!(
             read_rows(&s.path("out")) == expected,

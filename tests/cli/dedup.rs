@@ -473,22 +473,3 @@ fn phases_run_as_scheduler_array_tasks_or_after_a_kill_give_the_same_output() {
         );
     }
 }
-
-/// Runs grist until it reaches the hook `point`, then SIGKILLs it.
-fn kill_at(s: &Scratch, args: &[&str], point: &str) {
-    use std::io::{BufRead, BufReader};
-    let mut child = s
-        .command(args)
-        .env("GRIST_PAUSE_AT", point)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = BufReader::new(child.stderr.take().unwrap());
-    let paused = stderr
-        .lines()
-        .any(|l| l.unwrap().starts_with("grist: paused at"));
-    assert!(paused, "never reached {point}");
-    child.kill().unwrap();
-    child.wait().unwrap();
-}

@@ -288,3 +288,21 @@ pub fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
         .map(|b| format!("{b:02x}"))
         .collect()
 }
+
+/// Runs grist until it reaches the hook `point`, then SIGKILLs it.
+pub fn kill_at(s: &Scratch, args: &[&str], point: &str) {
+    let mut child = s
+        .command(args)
+        .env("GRIST_PAUSE_AT", point)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    let paused = stderr
+        .lines()
+        .any(|l| l.unwrap().starts_with("grist: paused at"));
+    assert!(paused, "never reached {point}");
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
