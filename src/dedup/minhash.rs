@@ -43,6 +43,48 @@ pub fn mod_mersenne(x: u64) -> u64 {
     }
 }
 
+/// `sig[j] = min over shingles s of mod_mersenne(s·a[j] + b[j])` (wrapping, as numpy's uint64).
+/// The loop over permutations vectorizes; on x86-64 it is compiled for AVX-512 and AVX2 too
+/// and the best one the CPU has is used (same arithmetic, same result).
+pub fn min_hashes(shingles: &[u64], a: &[u64], b: &[u64], sig: &mut [u64]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx512dq") {
+            // SAFETY: the CPU has the features the function is compiled for.
+            return unsafe { min_hashes_avx512(shingles, a, b, sig) };
+        }
+        if std::arch::is_x86_feature_detected!("avx2") {
+            // SAFETY: as above.
+            return unsafe { min_hashes_avx2(shingles, a, b, sig) };
+        }
+    }
+    min_hashes_portable(shingles, a, b, sig)
+}
+
+#[inline(always)]
+fn min_hashes_portable(shingles: &[u64], a: &[u64], b: &[u64], sig: &mut [u64]) {
+    let n = sig.len().min(a.len()).min(b.len());
+    let (a, b, sig) = (&a[..n], &b[..n], &mut sig[..n]);
+    for &s in shingles {
+        for j in 0..n {
+            let v = mod_mersenne(s.wrapping_mul(a[j]).wrapping_add(b[j]));
+            sig[j] = sig[j].min(v);
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512dq")]
+fn min_hashes_avx512(shingles: &[u64], a: &[u64], b: &[u64], sig: &mut [u64]) {
+    min_hashes_portable(shingles, a, b, sig)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn min_hashes_avx2(shingles: &[u64], a: &[u64], b: &[u64], sig: &mut [u64]) {
+    min_hashes_portable(shingles, a, b, sig)
+}
+
 /// numpy's MT19937 (`RandomState(seed)`), enough of it for `randint(..., dtype=uint64)`.
 struct Mt19937 {
     state: [u32; 624],
@@ -151,13 +193,37 @@ impl MinHasher {
         if words.len() < self.n_grams {
             return Vec::new();
         }
+        // A shingle is its words joined by one space. Where the simplified text already has
+        // them so (one space between each), the shingle is a slice of it and needs no copy.
+        let base = simplified.as_ptr() as usize;
+        let span = |w: &str| {
+            (
+                w.as_ptr() as usize - base,
+                w.as_ptr() as usize - base + w.len(),
+            )
+        };
+        let bytes = simplified.as_bytes();
+        // bad_gaps[i]: gaps before word i that are not exactly one space.
+        let mut bad_gaps = Vec::with_capacity(words.len() + 1);
+        bad_gaps.push(0u32);
+        for pair in words.windows(2) {
+            let (_, end) = span(pair[0]);
+            let (next, _) = span(pair[1]);
+            let single_space = next == end + 1 && bytes[end] == b' ';
+            bad_gaps.push(bad_gaps[bad_gaps.len() - 1] + u32::from(!single_space));
+        }
+        let n = self.n_grams;
         let mut joined = String::new();
-        words
-            .windows(self.n_grams)
-            .map(|w| {
+        (0..=words.len() - n)
+            .map(|i| {
+                if bad_gaps[i + n - 1] == bad_gaps[i] {
+                    let (start, _) = span(words[i]);
+                    let (_, end) = span(words[i + n - 1]);
+                    return self.hash.hash(&simplified[start..end]);
+                }
                 joined.clear();
-                for (i, word) in w.iter().enumerate() {
-                    if i > 0 {
+                for (k, word) in words[i..i + n].iter().enumerate() {
+                    if k > 0 {
                         joined.push(' ');
                     }
                     joined.push_str(word);
@@ -173,21 +239,8 @@ impl MinHasher {
         if shingles.is_empty() {
             return None;
         }
-        // One permutation over all shingles at a time: a and b stay in registers and the inner
-        // loop is a plain min-reduction the compiler can unroll and vectorize.
-        let sig = self
-            .a
-            .iter()
-            .zip(&self.b)
-            .map(|(&a, &b)| {
-                shingles
-                    .iter()
-                    // numpy's uint64 arithmetic wraps before the modulo.
-                    .map(|&s| mod_mersenne(s.wrapping_mul(a).wrapping_add(b)))
-                    .min()
-                    .expect("at least one shingle")
-            })
-            .collect();
+        let mut sig = vec![u64::MAX; self.a.len()];
+        min_hashes(&shingles, &self.a, &self.b, &mut sig);
         Some(sig)
     }
 }
@@ -231,6 +284,32 @@ mod tests {
             x
         })) {
             assert_eq!(mod_mersenne(v), v % MERSENNE_PRIME, "{v}");
+        }
+    }
+
+    #[test]
+    fn every_min_hash_variant_agrees() {
+        let (a, b) = permutations(1, 112);
+        let shingles: Vec<u64> = (0..300u64)
+            .map(|i| xxhash_rust::xxh64::xxh64(&i.to_le_bytes(), 0))
+            .collect();
+        let mut want = vec![u64::MAX; 112];
+        for &s in &shingles {
+            for j in 0..112 {
+                want[j] = want[j].min(s.wrapping_mul(a[j]).wrapping_add(b[j]) % MERSENNE_PRIME);
+            }
+        }
+        let mut got = vec![u64::MAX; 112];
+        min_hashes(&shingles, &a, &b, &mut got);
+        assert_eq!(got, want);
+        let mut portable = vec![u64::MAX; 112];
+        min_hashes_portable(&shingles, &a, &b, &mut portable);
+        assert_eq!(portable, want);
+        #[cfg(target_arch = "x86_64")]
+        if std::arch::is_x86_feature_detected!("avx2") {
+            let mut avx2 = vec![u64::MAX; 112];
+            unsafe { min_hashes_avx2(&shingles, &a, &b, &mut avx2) };
+            assert_eq!(avx2, want);
         }
     }
 

@@ -250,6 +250,15 @@ impl EnglishTokenizer {
             self.push_special(offset, parts, tokens);
             return;
         }
+        // A chunk of ASCII lowercase letters only, or digits only, is one token: every prefix,
+        // suffix and infix rule and the URL pattern need some other character (units split off
+        // numbers only when letters follow digits). Most chunks of MinHash's simplified text are
+        // such words; the token parity tests cover this path.
+        let bytes = chunk.as_bytes();
+        if bytes.iter().all(u8::is_ascii_lowercase) || bytes.iter().all(u8::is_ascii_digit) {
+            tokens.push(offset..offset + chunk.len());
+            return;
+        }
         if !with_specials || chunk.len() > CHUNK_CACHE_MAX_LEN {
             self.split_chunk(chunk, offset, with_specials, tokens);
             return;
