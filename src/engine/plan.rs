@@ -413,7 +413,10 @@ fn levels(p: &Pipeline, deps: &[Vec<usize>], roots: &[usize]) -> Result<Vec<usiz
         }
         if level.iter().any(|&l| l > 2 * n + 2) {
             return Err(GristError::Usage(
-                "stages wait on each other in a cycle: a stage reads a file that a stage after it makes".into(),
+                "stages wait on each other in a cycle: a stage reads a file (a model) that a stage \
+                 after it makes, or one source feeds both a barrier stage and a stage that waits for \
+                 it (read that input with a second source stage)"
+                    .into(),
             ));
         }
         if !changed {
@@ -422,7 +425,6 @@ fn levels(p: &Pipeline, deps: &[Vec<usize>], roots: &[usize]) -> Result<Vec<usiz
     }
 }
 
-/// For each node, the barrier stages that make a file it reads.
 /// A stream task storing rows for a barrier, through input node `via`.
 struct Fed {
     task: String,
@@ -430,6 +432,7 @@ struct Fed {
     fingerprint: String,
 }
 
+/// For each node, the barrier stages that make a file it reads.
 fn file_deps(p: &Pipeline) -> Vec<Vec<usize>> {
     let made: Vec<Vec<PathBuf>> = p
         .spec

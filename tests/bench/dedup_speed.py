@@ -17,7 +17,7 @@ Peer: datatrove 0.10.1's `MinhashDedupSignature` (one task, one core, `taskset -
 
 Usage (from the repository root, after `cargo build --release`; the peer needs the parity venv
 made by tests/parity/make_goldens.sh):
-  python3 tests/bench/dedup_speed.py [--docs 1000000] [--peer-docs 3000]
+  python3 tests/bench/dedup_speed.py [--docs 1000000] [--peer-docs 10000]
 Needs pyarrow in the Python running it. Prints a JSON object.
 """
 
@@ -83,7 +83,7 @@ def make_corpus(out, n_docs, shard_docs, dup_rate, seed=20261122):
     out.mkdir(parents=True)
     rng = random.Random(seed)
     pool = sentences()
-    vocab = list({w for s in pool[:20000] for w in s.split()})
+    vocab = sorted({w for s in pool[:20000] for w in s.split()})
     texts, ids, injected = [], [], {}
     shard = 0
 
@@ -235,7 +235,7 @@ def main():
     ap.add_argument("--shard-docs", type=int, default=62_500)
     ap.add_argument("--dup-rate", type=float, default=0.05)
     ap.add_argument("--workers", type=int, default=os.cpu_count())
-    ap.add_argument("--peer-docs", type=int, default=3000)
+    ap.add_argument("--peer-docs", type=int, default=10_000)
     ap.add_argument("--python", default=os.path.expanduser("~/.cache/grist/parity-venv/bin/python"))
     ap.add_argument("--skip-peer", action="store_true")
     args = ap.parse_args()
