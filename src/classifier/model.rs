@@ -89,8 +89,10 @@ impl FastTextModel {
     /// fastText, as a space is, and cannot cross into C, so it becomes a space.
     pub fn predict_line(&self, line: &str, k: i32) -> Result<Vec<(String, f32)>, String> {
         // Python's predict appends "\n" (the end-of-sentence token, which fastText counts).
-        let mut text = String::with_capacity(line.len() + 1);
-        text.extend(line.chars().map(|c| if c == '\0' { ' ' } else { c }));
+        let mut text = match line.contains('\0') {
+            true => line.replace('\0', " "),
+            false => String::with_capacity(line.len() + 1) + line,
+        };
         text.push('\n');
         let predictions = self
             .inner

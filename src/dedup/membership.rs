@@ -5,12 +5,12 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::{BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, SchemaRef};
 
 use super::runs::{Merge, Record};
 use crate::error::{GristError, Result};
-use crate::stages::{Filtered, TransformTask};
+use crate::stages::{Filtered, TransformTask, batch_with_added, schema_with_added};
 
 /// The columns added when duplicates are marked instead of dropped.
 pub const CLUSTER_COLUMN: &str = "dedup_cluster";
@@ -66,15 +66,13 @@ pub fn output_schema(input: &SchemaRef, mode: Mode) -> SchemaRef {
     if mode == Mode::Drop {
         return input.clone();
     }
-    let mut fields: Vec<Field> = input
-        .fields()
-        .iter()
-        .filter(|f| f.name() != CLUSTER_COLUMN && f.name() != CLUSTER_SIZE_COLUMN)
-        .map(|f| f.as_ref().clone())
-        .collect();
-    fields.push(Field::new(CLUSTER_COLUMN, DataType::Int64, true));
-    fields.push(Field::new(CLUSTER_SIZE_COLUMN, DataType::Int64, true));
-    Arc::new(Schema::new(fields))
+    schema_with_added(
+        input,
+        vec![
+            Field::new(CLUSTER_COLUMN, DataType::Int64, true),
+            Field::new(CLUSTER_SIZE_COLUMN, DataType::Int64, true),
+        ],
+    )
 }
 
 /// Streams one shard against its membership records (sorted by row, possibly over several runs).
@@ -152,26 +150,14 @@ impl TransformTask for DedupOutput {
             sizes.push(record.map(|r| i64::from(r.size)));
         }
         match self.mode {
-            Mode::Mark => {
-                let mut columns: Vec<ArrayRef> = self
-                    .output
-                    .fields()
-                    .iter()
-                    .take(self.output.fields().len() - 2)
-                    .map(|f| {
-                        batch
-                            .column_by_name(f.name())
-                            .expect("columns pass")
-                            .clone()
-                    })
-                    .collect();
-                columns.push(Arc::new(Int64Array::from(clusters)));
-                columns.push(Arc::new(Int64Array::from(sizes)));
-                Ok(Filtered::all_kept(RecordBatch::try_new(
-                    self.output.clone(),
-                    columns,
-                )?))
-            }
+            Mode::Mark => Ok(Filtered::all_kept(batch_with_added(
+                &batch,
+                &self.output,
+                vec![
+                    Arc::new(Int64Array::from(clusters)),
+                    Arc::new(Int64Array::from(sizes)),
+                ],
+            )?)),
             Mode::Drop => {
                 let dropped = keep.iter().filter(|k| !**k).count();
                 if dropped == 0 {

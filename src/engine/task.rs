@@ -171,10 +171,7 @@ impl<'a> Runner<'a> {
                         states[i] = State::Source;
                     }
                     Stage::Barrier(b) if i == *root => {
-                        let opts = crate::io::parquet::ReadOptions {
-                            mapping: Default::default(),
-                            columns: None,
-                        };
+                        let opts = crate::io::parquet::ReadOptions::default();
                         let r = crate::io::parquet::open(shard, &opts, p.spec.batch_size)?;
                         let k = barrier_shard.expect("a barrier root streams a barrier shard");
                         let t = b

@@ -19,8 +19,8 @@ use super::normalize::{ColumnMapping, Normalizer};
 use crate::error::{GristError, IoContext, Result};
 use crate::stages::{Filtered, Shard, SourceReader};
 
-/// What to read from each Parquet shard.
-#[derive(Debug, Clone)]
+/// What to read from each Parquet shard. The default reads every column of grist's own files.
+#[derive(Debug, Clone, Default)]
 pub struct ReadOptions {
     pub mapping: ColumnMapping,
     /// Top-level columns to read; `None` reads all. The text and id columns are always read.

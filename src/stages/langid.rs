@@ -4,15 +4,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::{BooleanArray, Float64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::{
     BuildContext, Filtered, ParamProblem, Stage, StageConfig, StageKind, Transform, TransformTask,
-    text_values,
+    batch_with_added, schema_with_added, text_values,
 };
 use crate::classifier::model::FastTextModel;
 use crate::error::{GristError, Result};
@@ -142,19 +142,18 @@ struct LangidTransform {
 
 impl Transform for LangidTransform {
     fn start(&self, input: SchemaRef) -> Result<Box<dyn TransformTask>> {
-        let mut fields: Vec<Field> = input
-            .fields()
-            .iter()
-            .filter(|f| f.name() != "language" && f.name() != "language_score")
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(Field::new("language", DataType::Utf8, true));
-        fields.push(Field::new("language_score", DataType::Float64, true));
+        let output = schema_with_added(
+            &input,
+            vec![
+                Field::new("language", DataType::Utf8, true),
+                Field::new("language_score", DataType::Float64, true),
+            ],
+        );
         Ok(Box::new(LangidTask {
             stage_id: self.stage_id.clone(),
             model: self.model.clone(),
             config: self.config.clone(),
-            output: Arc::new(Schema::new(fields)),
+            output,
         }))
     }
 }
@@ -239,21 +238,14 @@ impl TransformTask for LangidTask {
                 }
             }
         }
-        let mut columns: Vec<ArrayRef> = self
-            .output
-            .fields()
-            .iter()
-            .take(self.output.fields().len() - 2)
-            .map(|f| {
-                batch
-                    .column_by_name(f.name())
-                    .expect("input columns pass through")
-                    .clone()
-            })
-            .collect();
-        columns.push(Arc::new(StringArray::from(languages)));
-        columns.push(Arc::new(Float64Array::from(scores)));
-        let labelled = RecordBatch::try_new(self.output.clone(), columns)?;
+        let labelled = batch_with_added(
+            &batch,
+            &self.output,
+            vec![
+                Arc::new(StringArray::from(languages)),
+                Arc::new(Float64Array::from(scores)),
+            ],
+        )?;
         if reasons.is_empty() {
             return Ok(Filtered::all_kept(labelled));
         }

@@ -244,7 +244,7 @@ pub trait Barrier: Send + Sync {
 }
 
 /// One input shard of a barrier: the rows one stream task sent it through one of its inputs.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone)]
 pub struct BarrierInput {
     pub path: PathBuf,
     /// The id of the input stage the rows came through.
@@ -280,10 +280,7 @@ pub fn for_each_stored_batch(
         path: path.to_path_buf(),
         name: path.display().to_string(),
     };
-    let opts = crate::io::parquet::ReadOptions {
-        mapping: Default::default(),
-        columns: None,
-    };
+    let opts = crate::io::parquet::ReadOptions::default();
     let mut reader = crate::io::parquet::open(&shard, &opts, batch_size)?;
     while let Some(out) = reader.next_batch()? {
         if out.rejected.as_ref().is_some_and(|r| r.num_rows() > 0) {
@@ -351,6 +348,40 @@ impl Rejected {
     pub fn num_rows(&self) -> usize {
         self.rows.num_rows()
     }
+}
+
+/// The schema of a stage that adds columns: `input` without any column of the same name as an
+/// added one (it is replaced), then the added ones.
+pub fn schema_with_added(input: &SchemaRef, added: Vec<arrow::datatypes::Field>) -> SchemaRef {
+    let mut fields: Vec<arrow::datatypes::Field> = input
+        .fields()
+        .iter()
+        .filter(|f| !added.iter().any(|a| a.name() == f.name()))
+        .map(|f| f.as_ref().clone())
+        .collect();
+    fields.extend(added);
+    Arc::new(arrow::datatypes::Schema::new(fields))
+}
+
+/// `batch` in the `output` schema made by [`schema_with_added`]: its columns pass through, the
+/// `added` ones (in order) go last.
+pub fn batch_with_added(
+    batch: &RecordBatch,
+    output: &SchemaRef,
+    added: Vec<arrow::array::ArrayRef>,
+) -> Result<RecordBatch> {
+    let passed = output.fields().len() - added.len();
+    let mut columns: Vec<arrow::array::ArrayRef> = output.fields()[..passed]
+        .iter()
+        .map(|f| {
+            batch
+                .column_by_name(f.name())
+                .expect("input columns pass through")
+                .clone()
+        })
+        .collect();
+    columns.extend(added);
+    Ok(RecordBatch::try_new(output.clone(), columns)?)
 }
 
 /// Byte length of the `text` column of a batch (0 when absent), for throughput stats.

@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
 
-use arrow::array::{ArrayRef, BooleanArray, Float64Array, RecordBatch, StringArray};
-use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
+use arrow::array::{BooleanArray, Float64Array, RecordBatch, StringArray};
+use arrow::datatypes::{DataType, Field, SchemaRef};
 use rayon::prelude::*;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -13,7 +13,8 @@ use serde::{Deserialize, Serialize};
 use super::classifier_train::{check_label, default_positive_label};
 use super::{
     Barrier, BarrierInput, BarrierOutcome, BarrierTask, BuildContext, Filtered, ParamProblem,
-    Stage, StageConfig, StageKind, Transform, TransformTask, for_each_stored_batch, text_values,
+    Stage, StageConfig, StageKind, Transform, TransformTask, batch_with_added,
+    for_each_stored_batch, schema_with_added, text_values,
 };
 use crate::classifier::model::{FastTextModel, normalize_text};
 use crate::engine::stats::StageStats;
@@ -164,21 +165,16 @@ struct QualityStage {
 
 impl QualityStage {
     fn output(&self, input: &SchemaRef) -> SchemaRef {
-        let mut fields: Vec<Field> = input
-            .fields()
-            .iter()
-            .filter(|f| f.name() != &self.config.column)
-            .map(|f| f.as_ref().clone())
-            .collect();
-        fields.push(Field::new(&self.config.column, DataType::Float64, false));
-        Arc::new(Schema::new(fields))
+        schema_with_added(
+            input,
+            vec![Field::new(&self.config.column, DataType::Float64, false)],
+        )
     }
 
     fn task(&self, input: SchemaRef, threshold: Option<f64>) -> Box<dyn TransformTask> {
         Box::new(ScoreTask {
             stage_id: self.stage_id.clone(),
             model: self.model.clone(),
-            column: self.config.column.clone(),
             threshold,
             output: self.output(&input),
         })
@@ -305,7 +301,6 @@ impl BottomK {
 struct ScoreTask {
     stage_id: String,
     model: Arc<SharedModel>,
-    column: String,
     threshold: Option<f64>,
     output: SchemaRef,
 }
@@ -322,29 +317,18 @@ impl TransformTask for ScoreTask {
             .map(|t| self.model.score(t.unwrap_or("")))
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| GristError::stage(&self.stage_id, e))?;
-        let mut columns: Vec<ArrayRef> = self
-            .output
-            .fields()
-            .iter()
-            .filter(|f| f.name() != &self.column)
-            .map(|f| {
-                batch
-                    .column_by_name(f.name())
-                    .expect("input columns pass through")
-                    .clone()
-            })
-            .collect();
-        let Some(threshold) = self.threshold else {
-            columns.push(Arc::new(Float64Array::from(scores)));
-            return Ok(Filtered::all_kept(RecordBatch::try_new(
-                self.output.clone(),
-                columns,
-            )?));
+        let keep: Option<BooleanArray> = self
+            .threshold
+            .map(|t| scores.iter().map(|&s| Some(s >= t)).collect());
+        let scored = batch_with_added(
+            &batch,
+            &self.output,
+            vec![Arc::new(Float64Array::from(scores))],
+        )?;
+        let Some(keep) = keep else {
+            return Ok(Filtered::all_kept(scored));
         };
-        let keep: BooleanArray = scores.iter().map(|&s| Some(s >= threshold)).collect();
         let dropped = keep.false_count();
-        columns.push(Arc::new(Float64Array::from(scores)));
-        let scored = RecordBatch::try_new(self.output.clone(), columns)?;
         if dropped == 0 {
             return Ok(Filtered::all_kept(scored));
         }
