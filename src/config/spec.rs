@@ -321,7 +321,7 @@ fn parse_stage(
                 }
             },
         },
-        None if stage_type.kind == StageKind::Source => Vec::new(),
+        None if stage_type.kind == StageKind::Source || !stage_type.reads_rows => Vec::new(),
         None => match previous {
             Some(p) => vec![p],
             None => {
@@ -333,11 +333,24 @@ fn parse_stage(
             }
         },
     };
-    if stage_type.kind == StageKind::Source && node.get("inputs").is_some() {
-        diags.push(Diagnostic::error(
-            node.get("inputs").unwrap().span,
-            format!("`{}` is a source and takes no `inputs`", stage_type.name),
-        ));
+    if let Some(n) = node.get("inputs") {
+        if stage_type.kind == StageKind::Source {
+            diags.push(Diagnostic::error(
+                n.span,
+                format!("`{}` is a source and takes no `inputs`", stage_type.name),
+            ));
+        } else if !stage_type.reads_rows {
+            diags.push(
+                Diagnostic::error(
+                    n.span,
+                    format!(
+                        "`{}` reads files, not rows: it takes no `inputs`",
+                        stage_type.name
+                    ),
+                )
+                .with_hint("it runs after the stages that write the files it names"),
+            );
+        }
     }
     let params: Vec<(Node, Node)> = entries
         .iter()

@@ -445,7 +445,9 @@ fn file_deps(p: &Pipeline) -> Vec<Vec<usize>> {
         for file in s.config.uses_files() {
             let file = lexical(&file);
             for (j, files) in made.iter().enumerate() {
-                if j != i && files.contains(&file) && !deps[i].contains(&j) {
+                // A stage may make a directory of files (`tokenize`): reading one inside it counts.
+                let makes = files.iter().any(|m| file.starts_with(m));
+                if j != i && makes && !deps[i].contains(&j) {
                     deps[i].push(j);
                 }
             }
@@ -545,10 +547,14 @@ fn make_plan(p: &Pipeline, mut shards: HashMap<usize, Vec<Shard>>) -> Result<Pla
                         _ => {}
                     }
                 }
+                let root_counts = match &p.nodes[root].stage {
+                    Stage::Barrier(b) => !b.counts_rows_in_phases(),
+                    _ => true,
+                };
                 let counted = reach
                     .iter()
                     .copied()
-                    .filter(|&i| i == root || !is_barrier(i))
+                    .filter(|&i| (i == root && root_counts) || !is_barrier(i))
                     .collect();
                 tasks.push(Task {
                     index: tasks.len(),

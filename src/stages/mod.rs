@@ -17,12 +17,15 @@ pub mod gopher_quality;
 pub mod gopher_repetition;
 pub mod langid;
 pub mod minhash_dedup;
+pub mod mix;
 pub mod quality_classifier;
 pub mod read_jsonl;
 pub mod read_parquet;
 pub mod read_text;
 pub mod registry;
 pub mod sql;
+pub mod tokenize;
+pub mod tokenizer_train;
 pub mod write_jsonl;
 pub mod write_parquet;
 
@@ -64,6 +67,10 @@ pub trait StageConfig: DeserializeOwned + Serialize + JsonSchema + Send + Sync +
     /// Bump when the same config starts producing different output: it is part of every task
     /// fingerprint, so completed tasks re-run after an upgrade that changes results.
     const VERSION: u32 = 1;
+    /// Whether the stage reads rows from `inputs`. A stage that reads only files (`mix` reads
+    /// token datasets) has no implicit input and takes no `inputs`; it runs after the stages that
+    /// make its files.
+    const READS_ROWS: bool = true;
 
     /// Checks beyond types; each problem names the parameter it is about.
     fn check(&self) -> Vec<ParamProblem> {
@@ -93,10 +100,13 @@ pub struct BuildContext<'a> {
 }
 
 impl BuildContext<'_> {
-    /// Whether `path` is written by a stage of the pipeline (compared lexically).
+    /// Whether `path` is written by a stage of the pipeline (compared lexically; a stage may
+    /// make a whole directory).
     pub fn made_by_pipeline(&self, path: &Path) -> bool {
         let path = lexical(path);
-        self.made_by_pipeline.iter().any(|p| lexical(p) == path)
+        self.made_by_pipeline
+            .iter()
+            .any(|p| path.starts_with(lexical(p)))
     }
 }
 
@@ -225,6 +235,11 @@ pub trait Barrier: Send + Sync {
     /// other stage's rows stream in it.
     fn output_phase(&self) -> &'static str {
         "output"
+    }
+    /// Whether the phases count the stage's rows (in, kept, rejected): then the stream passing
+    /// its rows on does not count them again. Otherwise the output stream does the counting.
+    fn counts_rows_in_phases(&self) -> bool {
+        false
     }
     /// The schema of the rows passed on, or `None` when the stage passes no rows on.
     fn output_schema(&self, input: SchemaRef) -> Result<Option<SchemaRef>>;

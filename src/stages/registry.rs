@@ -11,11 +11,14 @@ use super::gopher_quality::GopherQuality;
 use super::gopher_repetition::GopherRepetition;
 use super::langid::Langid;
 use super::minhash_dedup::MinhashDedup;
+use super::mix::Mix;
 use super::quality_classifier::QualityClassifier;
 use super::read_jsonl::ReadJsonl;
 use super::read_parquet::ReadParquet;
 use super::read_text::ReadText;
 use super::sql::Sql;
+use super::tokenize::Tokenize;
+use super::tokenizer_train::TokenizerTrain;
 use super::write_jsonl::WriteJsonl;
 use super::write_parquet::WriteParquet;
 use super::{DynStageConfig, StageConfig, StageKind};
@@ -26,6 +29,8 @@ use crate::config::yaml::Node;
 pub struct StageType {
     pub name: &'static str,
     pub kind: StageKind,
+    /// See [`StageConfig::READS_ROWS`].
+    pub reads_rows: bool,
     /// JSON Schema of the stage's parameters (doc comments become descriptions).
     pub schema: fn() -> Json,
     pub parse: fn(&Node) -> Result<Box<dyn DynStageConfig>, DeError>,
@@ -35,6 +40,7 @@ fn entry<C: StageConfig + std::fmt::Debug>() -> StageType {
     StageType {
         name: C::TYPE,
         kind: C::KIND,
+        reads_rows: C::READS_ROWS,
         schema: || {
             let schema = SchemaSettings::draft2020_12()
                 .into_generator()
@@ -61,6 +67,9 @@ pub fn all() -> Vec<StageType> {
         entry::<ClassifierTrain>(),
         entry::<ExactDedup>(),
         entry::<MinhashDedup>(),
+        entry::<TokenizerTrain>(),
+        entry::<Tokenize>(),
+        entry::<Mix>(),
         entry::<WriteParquet>(),
         entry::<WriteJsonl>(),
     ]
