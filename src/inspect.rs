@@ -1,5 +1,5 @@
 //! `grist inspect PATH`: what a data file holds (format, counts, schema, a few rows). A directory
-//! or glob lists each file with its row count. Later formats (packed tokens) plug in here.
+//! or glob lists each file with its row count. Token files are handled by `tokens::inspect`.
 
 use std::fmt::Write;
 use std::fs::File;
@@ -15,7 +15,10 @@ use crate::io::shards;
 
 const TEXT_WIDTH: usize = 60;
 
-pub fn inspect(path: &str, rows: usize) -> Result<String> {
+pub fn inspect(path: &str, rows: usize, tokenizer: Option<&Path>) -> Result<String> {
+    if let Some(file) = crate::tokens::inspect::detect(path) {
+        return crate::tokens::inspect::inspect(file, rows, tokenizer);
+    }
     let p = Path::new(path);
     if p.is_file() {
         return inspect_file(p, rows);

@@ -11,5 +11,6 @@ pub mod inspect;
 pub mod io;
 pub mod stages;
 pub mod text;
+pub mod tokens;
 
 pub use error::{GristError, Result};

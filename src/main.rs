@@ -11,6 +11,8 @@ use grist::classifier::command::TrainCommand;
 use grist::classifier::train::TrainParams;
 use grist::engine::{self, RunOptions, Selection};
 use grist::stages::registry;
+use grist::tokens;
+use grist::tokens::tokenizer::{ModelKind, TokenizerParams};
 
 #[derive(Parser)]
 #[command(
@@ -74,12 +76,21 @@ enum Command {
         #[command(subcommand)]
         action: ClassifierAction,
     },
-    /// Show what a data file (Parquet, JSON Lines) holds; a directory or glob lists row counts.
+    /// Tokenizers: `tokenizer train`, `tokenizer encode`, `tokenizer eval`.
+    Tokenizer {
+        #[command(subcommand)]
+        action: TokenizerAction,
+    },
+    /// Show what a data file holds (Parquet, JSON Lines, Megatron .idx/.bin, llm.c .bin, mix.json);
+    /// a directory or glob lists row counts.
     Inspect {
         path: String,
-        /// Rows to show.
+        /// Rows (documents) to show.
         #[arg(long, default_value_t = 3)]
         rows: usize,
+        /// tokenizer.json to decode token files' samples with.
+        #[arg(long)]
+        tokenizer: Option<PathBuf>,
     },
 }
 
@@ -144,6 +155,105 @@ struct TrainArgs {
     /// Training threads (1: deterministic).
     #[arg(long, default_value_t = 1)]
     thread: i32,
+}
+
+#[derive(Subcommand)]
+enum TokenizerAction {
+    /// Train a tokenizer (as the `tokenizer_train` stage does) on --input files (Parquet, JSON
+    /// Lines or .txt) and write its tokenizer.json.
+    Train(Box<TokenizerTrainArgs>),
+    /// Encode documents into a Megatron dataset `<output>/<name>.idx/.bin` (or llm.c `.bin`), as
+    /// the `tokenize` stage does.
+    Encode(Box<TokenizerEncodeArgs>),
+    /// Bytes per token, tokens per word and vocabulary use of tokenizers on given text.
+    Eval {
+        /// tokenizer.json files.
+        #[arg(required = true)]
+        tokenizers: Vec<PathBuf>,
+        /// Files (or globs) of text: Parquet, JSON Lines or .txt.
+        #[arg(long, num_args = 1.., required = true)]
+        input: Vec<String>,
+        #[arg(long, default_value = "text")]
+        text_column: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(clap::Args)]
+struct TokenizerTrainArgs {
+    /// Files (or globs) of documents: Parquet, JSON Lines or .txt.
+    #[arg(long, num_args = 1.., required = true)]
+    input: Vec<String>,
+    /// Column (field) of the text in Parquet / JSON Lines inputs.
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// Where to write tokenizer.json; `<output>.work/` keeps the run's state.
+    #[arg(long, short)]
+    output: PathBuf,
+    #[arg(long, value_enum, default_value_t = TokenizerModel::Bpe)]
+    model: TokenizerModel,
+    #[arg(long, default_value_t = 32_000)]
+    vocab_size: usize,
+    #[arg(long, default_value_t = 2)]
+    min_frequency: u64,
+    /// Comma-separated special tokens, given the first ids.
+    #[arg(long, value_delimiter = ',', default_value = "<|endoftext|>")]
+    special_tokens: Vec<String>,
+    /// `bpe`: the word-splitting regex (default: GPT-4's).
+    #[arg(long)]
+    split_pattern: Option<String>,
+    /// `wordpiece`: keep case.
+    #[arg(long)]
+    cased: bool,
+    /// Train on a seeded sample of about this many bytes.
+    #[arg(long)]
+    byte_budget: Option<u64>,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Worker threads (default: all cores).
+    #[arg(long, short = 'j')]
+    workers: Option<usize>,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum TokenizerModel {
+    Bpe,
+    Unigram,
+    Wordpiece,
+}
+
+#[derive(clap::Args)]
+struct TokenizerEncodeArgs {
+    /// The tokenizer.json to encode with.
+    tokenizer: PathBuf,
+    /// A file or glob of documents (Parquet, JSON Lines or .txt): one dataset.
+    #[arg(long)]
+    input: String,
+    #[arg(long, default_value = "text")]
+    text_column: String,
+    /// Output directory; `<output>.work/` keeps the run's state.
+    #[arg(long, short)]
+    output: PathBuf,
+    /// Dataset name: `<output>/<name>.idx/.bin`.
+    #[arg(long, default_value = "tokens")]
+    name: String,
+    /// Write an llm.c `.bin` instead of a Megatron dataset.
+    #[arg(long)]
+    llmc: bool,
+    /// Token appended to each document.
+    #[arg(long, default_value = "<|endoftext|>")]
+    eos: String,
+    /// Append no EOS.
+    #[arg(long, conflicts_with = "eos")]
+    no_eos: bool,
+    /// Token put before each document.
+    #[arg(long)]
+    bos: Option<String>,
+    /// Worker threads (default: all cores).
+    #[arg(long, short = 'j')]
+    workers: Option<usize>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -273,7 +383,14 @@ fn execute(command: Command) -> anyhow::Result<()> {
             };
             print!("{}", describe(&t));
         }
-        Command::Inspect { path, rows } => print!("{}", grist::inspect::inspect(&path, rows)?),
+        Command::Inspect {
+            path,
+            rows,
+            tokenizer,
+        } => print!(
+            "{}",
+            grist::inspect::inspect(&path, rows, tokenizer.as_deref())?
+        ),
         Command::Classifier {
             action: ClassifierAction::Train(a),
         } => {
@@ -299,21 +416,94 @@ fn execute(command: Command) -> anyhow::Result<()> {
                     thread: a.thread,
                 },
             };
-            let workdir = command.workdir();
-            std::fs::create_dir_all(&workdir)?;
-            let file = workdir.join("pipeline.yaml");
-            std::fs::write(&file, command.pipeline()?)?;
-            let (pipeline, plan) = engine::prepare(grist::config::load(&file)?)?;
-            let opts = RunOptions {
-                selection: Selection::default(),
-                workers: std::thread::available_parallelism().map_or(1, |n| n.get()),
-                progress: true,
-            };
-            let summary = engine::run(&pipeline, &plan, &opts)?;
-            print!("{}", stats_table(&summary.stages));
+            run_generated(&command.workdir(), &command.pipeline()?, None)?;
             println!("model: {}", command.output.display());
         }
+        Command::Tokenizer {
+            action: TokenizerAction::Train(a),
+        } => {
+            let defaults = TokenizerParams::default();
+            let command = tokens::command::TrainCommand {
+                inputs: a.input,
+                text_column: a.text_column,
+                output: a.output,
+                params: TokenizerParams {
+                    model: match a.model {
+                        TokenizerModel::Bpe => ModelKind::Bpe,
+                        TokenizerModel::Unigram => ModelKind::Unigram,
+                        TokenizerModel::Wordpiece => ModelKind::Wordpiece,
+                    },
+                    vocab_size: a.vocab_size,
+                    min_frequency: a.min_frequency,
+                    special_tokens: a.special_tokens,
+                    split_pattern: a.split_pattern.unwrap_or(defaults.split_pattern),
+                    lowercase: !a.cased,
+                },
+                byte_budget: a.byte_budget,
+                seed: a.seed,
+            };
+            let workdir = tokens::command::workdir(&command.output);
+            run_generated(&workdir, &command.pipeline()?, a.workers)?;
+            println!("tokenizer: {}", command.output.display());
+        }
+        Command::Tokenizer {
+            action: TokenizerAction::Encode(a),
+        } => {
+            let command = tokens::command::EncodeCommand {
+                tokenizer: a.tokenizer,
+                input: a.input,
+                text_column: a.text_column,
+                output: a.output,
+                name: a.name,
+                llmc: a.llmc,
+                eos: (!a.no_eos).then_some(a.eos),
+                bos: a.bos,
+            };
+            let workdir = tokens::command::workdir(&command.output);
+            run_generated(&workdir, &command.pipeline()?, a.workers)?;
+            println!("dataset: {}", command.output.join(&command.name).display());
+        }
+        Command::Tokenizer {
+            action:
+                TokenizerAction::Eval {
+                    tokenizers,
+                    input,
+                    text_column,
+                    json,
+                },
+        } => {
+            let texts = tokens::eval::read_texts(&input, &text_column)?;
+            let rows = tokenizers
+                .iter()
+                .map(|t| tokens::eval::evaluate(t, &texts))
+                .collect::<grist::Result<Vec<_>>>()?;
+            match json {
+                true => println!("{}", serde_json::to_string_pretty(&rows)?),
+                false => print!("{}", tokens::eval::table(&rows)),
+            }
+        }
     }
+    Ok(())
+}
+
+/// Writes the pipeline a command stands for into `workdir` and runs it there, resumably.
+fn run_generated(
+    workdir: &std::path::Path,
+    pipeline_text: &str,
+    workers: Option<usize>,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(workdir)?;
+    let file = workdir.join("pipeline.yaml");
+    std::fs::write(&file, pipeline_text)?;
+    let (pipeline, plan) = engine::prepare(grist::config::load(&file)?)?;
+    let opts = RunOptions {
+        selection: Selection::default(),
+        workers: workers
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+        progress: true,
+    };
+    let summary = engine::run(&pipeline, &plan, &opts)?;
+    print!("{}", stats_table(&summary.stages));
     Ok(())
 }
 

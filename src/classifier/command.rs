@@ -104,13 +104,13 @@ impl TrainCommand {
     }
 }
 
-fn path_str(path: &Path) -> Result<&str> {
+pub fn path_str(path: &Path) -> Result<&str> {
     path.to_str()
         .ok_or_else(|| GristError::Usage(format!("path `{}` is not UTF-8", path.display())))
 }
 
 /// A source stage for `path`, by its extension: Parquet, plain text, or JSON Lines.
-fn source_stage(path: &str, text_column: &str) -> Value {
+pub fn source_stage(path: &str, text_column: &str) -> Value {
     let lower = path.to_ascii_lowercase();
     if lower.ends_with(".parquet") {
         json!({"type": "read_parquet", "path": path, "text_column": text_column})

@@ -9,4 +9,5 @@ mod langid;
 mod resume;
 mod run;
 mod text;
+mod tokens;
 mod util;

@@ -91,3 +91,22 @@ fi
 if [[ " $* " != *" --limit "* ]]; then
     OMP_NUM_THREADS=1 nice -n 19 "$venv/bin/python" "$here/minhash_goldens.py" --out-dir "$here/../fixtures/parity"
 fi
+
+# Tokenizer and packed-format goldens (needs a grist binary: $GRIST, else the release build).
+# tokenizer_goldens.py trains BPE with Python `tokenizers` and with grist (they must agree), then
+# encodes every web_en document with grist's tokenizer.json in `tokenizers` and `transformers`.
+# The megatron fixture pipeline writes small datasets that megatron-core's IndexedDataset then
+# reads (megatron_goldens.py). Skipped in --limit mode. Takes ~1 minute once the venvs exist
+# (tokens_venv.sh builds them: torch alone is ~5 GB).
+if [[ " $* " != *" --limit "* ]]; then
+    repo="$here/../.."
+    grist_bin="${GRIST:-${CARGO_TARGET_DIR:-$repo/target}/release/grist}"
+    bash "$here/tokens_venv.sh"
+    GRIST="$grist_bin" "$HOME/.cache/grist/tokens-venv/bin/python" "$here/tokenizer_goldens.py"
+    (cd "$repo" && rm -rf tests/fixtures/parity/megatron/{work,tokens,mix} \
+        && "$grist_bin" run tests/fixtures/parity/megatron/pipeline.yaml && rm -rf tests/fixtures/parity/megatron/work)
+    (cd "$repo" && "$HOME/.cache/grist/megatron-venv/bin/python" tests/parity/megatron_goldens.py \
+        --out tests/fixtures/parity/megatron_golden.json \
+        tests/fixtures/parity/megatron/tokens/c4 tests/fixtures/parity/megatron/tokens/books \
+        tests/fixtures/parity/megatron/mix/train tests/fixtures/parity/megatron/mix/valid)
+fi

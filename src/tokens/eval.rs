@@ -1,0 +1,155 @@
+//! `grist tokenizer eval`: how well tokenizers compress given text. Bytes per token (higher is
+//! better), tokens per word (lower is better), the share of the vocabulary the text uses, and
+//! unknown tokens (for models that have one).
+
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use super::encoder::load_tokenizer;
+use crate::classifier::command::source_stage;
+use crate::error::{GristError, Result};
+use crate::stages::{BuildContext, Stage, StageConfig, text_values};
+
+/// One tokenizer's figures on the evaluation text.
+#[derive(Debug, Clone, Serialize)]
+pub struct EvalRow {
+    pub tokenizer: PathBuf,
+    pub vocab_size: usize,
+    pub documents: u64,
+    pub bytes: u64,
+    pub words: u64,
+    pub tokens: u64,
+    pub bytes_per_token: f64,
+    pub tokens_per_word: f64,
+    /// Distinct ids used / vocabulary size.
+    pub vocab_used: f64,
+    pub unknown_tokens: u64,
+}
+
+/// Reads the `text` of every document of `inputs` (files or globs: Parquet, JSON Lines, text).
+pub fn read_texts(inputs: &[String], text_column: &str) -> Result<Vec<String>> {
+    let mut texts = Vec::new();
+    for input in inputs {
+        let spec = source_stage(input, text_column);
+        let ctx = BuildContext {
+            stage_id: "input",
+            made_by_pipeline: &[],
+        };
+        let stage = match spec["type"].as_str() {
+            Some("read_parquet") => {
+                config::<crate::stages::read_parquet::ReadParquet>(spec)?.build(&ctx)?
+            }
+            Some("read_text") => config::<crate::stages::read_text::ReadText>(spec)?.build(&ctx)?,
+            _ => config::<crate::stages::read_jsonl::ReadJsonl>(spec)?.build(&ctx)?,
+        };
+        let Stage::Source(source) = stage else {
+            unreachable!("readers are sources")
+        };
+        let shards = source.shards()?;
+        if shards.is_empty() {
+            return Err(GristError::Usage(format!("no files match `{input}`")));
+        }
+        for shard in shards {
+            let mut reader = source.open(&shard, 4096)?;
+            while let Some(batch) = reader.next_batch()? {
+                for t in text_values(&batch.kept)?.into_iter().flatten() {
+                    texts.push(t.to_string());
+                }
+            }
+        }
+    }
+    Ok(texts)
+}
+
+fn config<C: StageConfig>(mut spec: serde_json::Value) -> Result<C> {
+    spec.as_object_mut().expect("object").remove("type");
+    serde_json::from_value(spec).map_err(|e| GristError::Usage(format!("input: {e}")))
+}
+
+pub fn evaluate(tokenizer: &Path, texts: &[String]) -> Result<EvalRow> {
+    let mut tok = load_tokenizer(tokenizer)?;
+    tok.set_encode_special_tokens(true);
+    let vocab_size = tok.get_vocab_size(true);
+    let unk = ["<unk>", "[UNK]", "<UNK>"]
+        .iter()
+        .find_map(|t| tok.token_to_id(t));
+    let per_doc: Vec<std::result::Result<(Vec<u32>, u64), String>> = texts
+        .par_iter()
+        .map(|t| {
+            tok.encode_fast(t.as_str(), false)
+                .map(|e| (e.get_ids().to_vec(), t.split_whitespace().count() as u64))
+                .map_err(|e| e.to_string())
+        })
+        .collect();
+    let mut used = vec![false; vocab_size.max(1)];
+    let (mut tokens, mut words, mut unknown) = (0u64, 0u64, 0u64);
+    for r in per_doc {
+        let (ids, w) =
+            r.map_err(|e| GristError::data(tokenizer, format!("encoding failed: {e}")))?;
+        tokens += ids.len() as u64;
+        words += w;
+        for id in ids {
+            if let Some(u) = used.get_mut(id as usize) {
+                *u = true;
+            }
+            unknown += u64::from(Some(id) == unk);
+        }
+    }
+    let bytes: u64 = texts.iter().map(|t| t.len() as u64).sum();
+    let ratio = |a: u64, b: u64| if b == 0 { 0.0 } else { a as f64 / b as f64 };
+    Ok(EvalRow {
+        tokenizer: tokenizer.to_path_buf(),
+        vocab_size,
+        documents: texts.len() as u64,
+        bytes,
+        words,
+        tokens,
+        bytes_per_token: ratio(bytes, tokens),
+        tokens_per_word: ratio(tokens, words),
+        vocab_used: ratio(
+            used.iter().filter(|&&u| u).count() as u64,
+            vocab_size as u64,
+        ),
+        unknown_tokens: unknown,
+    })
+}
+
+/// The rows as an aligned text table.
+pub fn table(rows: &[EvalRow]) -> String {
+    let mut out = String::new();
+    let name_width = rows
+        .iter()
+        .map(|r| r.tokenizer.display().to_string().len())
+        .max()
+        .unwrap_or(9)
+        .max(9);
+    let _ = writeln!(
+        out,
+        "{:<name_width$}  {:>9}  {:>12}  {:>11}  {:>11}  {:>10}  {:>8}",
+        "tokenizer", "vocab", "tokens", "bytes/token", "tokens/word", "vocab used", "unknown"
+    );
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<name_width$}  {:>9}  {:>12}  {:>11.3}  {:>11.3}  {:>9.1}%  {:>8}",
+            r.tokenizer.display(),
+            r.vocab_size,
+            r.tokens,
+            r.bytes_per_token,
+            r.tokens_per_word,
+            100.0 * r.vocab_used,
+            r.unknown_tokens
+        );
+    }
+    if let Some(r) = rows.first() {
+        let _ = writeln!(
+            out,
+            "on {} documents, {} bytes, {} words",
+            r.documents, r.bytes, r.words
+        );
+    }
+    out
+}
