@@ -545,20 +545,34 @@ fn write_split(
         padding: 0,
         packed: vec![0; sources.len()],
     };
-    let mut buf: Vec<u32> = Vec::new();
+    let mut ids: Vec<u32> = Vec::new();
+    let mut bytes: Vec<u8> = Vec::new();
     for s in 0..packed.samples() {
         for piece in packed.sample(s) {
             let (src, doc) = plan.items[piece.item as usize];
             let ds = &sources[src as usize].2;
-            buf.clear();
-            copy_range(ds, doc as usize, piece.start, piece.len as u64, &mut buf);
-            w.add_sequence(&buf)?;
+            // Same dtype: copy the stored bytes; else go through ids.
+            if ds.dtype() == dtype {
+                bytes.clear();
+                copy_range(ds, doc as usize, piece.start, piece.len as u64, |b| {
+                    bytes.extend_from_slice(b)
+                });
+                w.add_sequence_bytes(&bytes)?;
+            } else {
+                ids.clear();
+                copy_range(ds, doc as usize, piece.start, piece.len as u64, |b| {
+                    ids.extend(megatron::decode(b, ds.dtype()))
+                });
+                w.add_sequence(&ids)?;
+            }
             written.packed[src as usize] += piece.len as u64;
             written.fragments += 1;
         }
-        let pad = packed.padding[s];
+        let pad = packed.padding[s] as usize;
         if pad > 0 {
-            w.add_sequence(&vec![pad_id; pad as usize])?;
+            ids.clear();
+            ids.resize(pad, pad_id);
+            w.add_sequence(&ids)?;
             written.padding += pad as u64;
         }
         w.end_document();
@@ -568,8 +582,9 @@ fn write_split(
     Ok(written)
 }
 
-/// Tokens `start..start + len` of document `doc` (its sequences joined) onto `out`.
-fn copy_range(ds: &Dataset, doc: usize, start: u64, len: u64, out: &mut Vec<u32>) {
+/// The stored bytes of tokens `start..start + len` of document `doc` (its sequences joined),
+/// in one or more slices.
+fn copy_range(ds: &Dataset, doc: usize, start: u64, len: u64, mut out: impl FnMut(&[u8])) {
     let mut skip = start;
     let mut need = len;
     for s in ds.document_sequences(doc) {
@@ -580,8 +595,7 @@ fn copy_range(ds: &Dataset, doc: usize, start: u64, len: u64, out: &mut Vec<u32>
         }
         let take = (l - skip).min(need);
         let size = ds.dtype().size();
-        let bytes = &ds.sequence_bytes(s)[skip as usize * size..(skip + take) as usize * size];
-        out.extend(megatron::decode(bytes, ds.dtype()));
+        out(&ds.sequence_bytes(s)[skip as usize * size..(skip + take) as usize * size]);
         need -= take;
         skip = 0;
         if need == 0 {
