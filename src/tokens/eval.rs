@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use rayon::prelude::*;
 use serde::Serialize;
 
-use super::encoder::load_tokenizer;
+use super::encoder::Encoder;
 use crate::classifier::command::source_stage;
 use crate::error::{GristError, Result};
 use crate::stages::{BuildContext, Stage, StageConfig, text_values};
@@ -70,25 +70,23 @@ fn config<C: StageConfig>(mut spec: serde_json::Value) -> Result<C> {
 }
 
 pub fn evaluate(tokenizer: &Path, texts: &[String]) -> Result<EvalRow> {
-    let mut tok = load_tokenizer(tokenizer)?;
-    tok.set_encode_special_tokens(true);
-    let vocab_size = tok.get_vocab_size(true);
+    let encoder = Encoder::load(tokenizer, None, None)?;
+    let vocab_size = encoder.vocab_size;
     let unk = ["<unk>", "[UNK]", "<UNK>"]
         .iter()
-        .find_map(|t| tok.token_to_id(t));
-    let per_doc: Vec<std::result::Result<(Vec<u32>, u64), String>> = texts
+        .find_map(|t| encoder.tokenizer().token_to_id(t));
+    let per_doc: Vec<Result<(Vec<u32>, u64)>> = texts
         .par_iter()
         .map(|t| {
-            tok.encode_fast(t.as_str(), false)
-                .map(|e| (e.get_ids().to_vec(), t.split_whitespace().count() as u64))
-                .map_err(|e| e.to_string())
+            encoder
+                .encode_text(t)
+                .map(|ids| (ids, t.split_whitespace().count() as u64))
         })
         .collect();
     let mut used = vec![false; vocab_size.max(1)];
     let (mut tokens, mut words, mut unknown) = (0u64, 0u64, 0u64);
     for r in per_doc {
-        let (ids, w) =
-            r.map_err(|e| GristError::data(tokenizer, format!("encoding failed: {e}")))?;
+        let (ids, w) = r?;
         tokens += ids.len() as u64;
         words += w;
         for id in ids {

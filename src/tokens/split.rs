@@ -9,6 +9,7 @@
 use std::sync::OnceLock;
 
 use super::split_tables::{LETTER, NUMBER, SPACE};
+use crate::text::python::in_ranges;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Class {
@@ -18,26 +19,12 @@ enum Class {
     Other,
 }
 
-fn in_ranges(ranges: &[(u32, u32)], c: u32) -> bool {
-    ranges
-        .binary_search_by(|&(a, b)| {
-            if c < a {
-                std::cmp::Ordering::Greater
-            } else if c > b {
-                std::cmp::Ordering::Less
-            } else {
-                std::cmp::Ordering::Equal
-            }
-        })
-        .is_ok()
-}
-
 fn ascii_classes() -> &'static [Class; 128] {
     static TABLE: OnceLock<[Class; 128]> = OnceLock::new();
-    TABLE.get_or_init(|| std::array::from_fn(|c| slow_class(c as u32)))
+    TABLE.get_or_init(|| std::array::from_fn(|c| slow_class(char::from(c as u8))))
 }
 
-fn slow_class(c: u32) -> Class {
+fn slow_class(c: char) -> Class {
     if in_ranges(LETTER, c) {
         Class::Letter
     } else if in_ranges(NUMBER, c) {
@@ -53,7 +40,7 @@ fn slow_class(c: u32) -> Class {
 fn class(c: char) -> Class {
     match c.is_ascii() {
         true => ascii_classes()[c as usize],
-        false => slow_class(c as u32),
+        false => slow_class(c),
     }
 }
 

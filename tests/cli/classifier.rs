@@ -341,15 +341,8 @@ fn scores_equal_python_fasttext_on_every_web_document() {
     let mut expected = std::collections::HashMap::new();
     for g in &golden {
         let id = g["id"].as_str().unwrap();
-        let mut parts = id.rsplitn(4, '/');
-        let (field, record, file) = (
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-        );
-        let key = (file.to_string(), record.parse().unwrap(), field.to_string());
         let text = texts
-            .remove(&key)
+            .remove(&source_key(id))
             .unwrap_or_else(|| panic!("no text for {id}"));
         input.push_str(&serde_json::json!({"id": id, "text": text}).to_string());
         input.push('\n');

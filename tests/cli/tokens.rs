@@ -93,13 +93,7 @@ fn tokenize_ids_equal_python_on_every_web_document() {
     let mut input = String::new();
     for g in &golden {
         let id = g["id"].as_str().unwrap();
-        let mut parts = id.rsplitn(4, '/');
-        let (field, record, file) = (
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-            parts.next().unwrap(),
-        );
-        let text = &texts[&(file.to_string(), record.parse().unwrap(), field.to_string())];
+        let text = &texts[&source_key(id)];
         input.push_str(&serde_json::json!({"id": id, "text": text}).to_string());
         input.push('\n');
     }
@@ -545,4 +539,74 @@ fn tokenizer_eval_and_inspect_report_on_token_files() {
         t.contains("dtype uint16") && t.contains("First Citizen"),
         "{t}"
     );
+}
+
+/// `--byte-budget` trains on a seeded sample of about that many bytes; the rest is accounted
+/// for as `outside_byte_budget`. Unigram and WordPiece train and encode too.
+#[test]
+fn byte_budget_samples_and_other_models_train() {
+    let s = Scratch::new();
+    let c4 = c4_file();
+    let train = |out: &str, extra: &[&str]| {
+        let mut args = vec![
+            "tokenizer",
+            "train",
+            "--input",
+            c4.to_str().unwrap(),
+            "--output",
+            out,
+            "--vocab-size",
+            "1000",
+        ];
+        args.extend_from_slice(extra);
+        assert_ok(&s.grist(&args));
+    };
+    train("a.json", &["--byte-budget", "600000", "--seed", "3"]);
+    train("b.json", &["--byte-budget", "600000", "--seed", "3"]);
+    assert_eq!(
+        std::fs::read(s.path("a.json")).unwrap(),
+        std::fs::read(s.path("b.json")).unwrap()
+    );
+    let st = stats(&s.path("a.json.work"));
+    let t = &st["train"];
+    let (kept, total) = (
+        t["bytes_kept"].as_f64().unwrap(),
+        t["bytes_in"].as_f64().unwrap(),
+    );
+    assert!(
+        total > 1_000_000.0 && (kept - 600_000.0).abs() < 120_000.0,
+        "{kept} of {total}"
+    );
+    assert_eq!(
+        t["rows_in"].as_u64().unwrap(),
+        t["rows_kept"].as_u64().unwrap() + t["rejected"]["outside_byte_budget"].as_u64().unwrap()
+    );
+    for model in ["unigram", "wordpiece"] {
+        let out = format!("{model}.json");
+        train(&out, &["--model", model]);
+        let tok = json_file(&s.path(&out));
+        assert_eq!(tok["model"]["type"].as_str().unwrap().to_lowercase(), model);
+        let enc = s.grist(&[
+            "tokenizer",
+            "encode",
+            &out,
+            "--input",
+            c4.to_str().unwrap(),
+            "--output",
+            &format!("{model}_tokens"),
+        ]);
+        assert_ok(&enc);
+        let ds = Dataset::open(&s.path(&format!("{model}_tokens/tokens"))).unwrap();
+        assert_eq!(ds.num_documents(), 800);
+        let eval = s.grist(&[
+            "tokenizer",
+            "eval",
+            &out,
+            "a.json",
+            "--input",
+            c4.to_str().unwrap(),
+        ]);
+        assert_ok(&eval);
+        assert!(text(&eval).contains("bytes/token"), "{}", text(&eval));
+    }
 }

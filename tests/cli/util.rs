@@ -247,6 +247,17 @@ pub fn source_texts() -> HashMap<(String, u64, String), String> {
     texts
 }
 
+/// The (file, record, field) key of [`source_texts`] in a golden id `<source>/<file>/<record>/<field>`.
+pub fn source_key(id: &str) -> (String, u64, String) {
+    let mut parts = id.rsplitn(4, '/');
+    let (field, record, file) = (
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+        parts.next().unwrap(),
+    );
+    (file.to_string(), record.parse().unwrap(), field.to_string())
+}
+
 /// The records of a golden fixture in tests/fixtures/parity (gzipped JSON Lines).
 pub fn read_golden(name: &str) -> Vec<serde_json::Value> {
     let path = repo().join("tests/fixtures/parity").join(name);
