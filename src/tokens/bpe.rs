@@ -21,6 +21,8 @@ pub struct FastBpe {
 /// Pieces already encoded, per thread; cleared when it grows past a bound.
 pub type Cache = FxHashMap<Box<str>, Box<[u32]>>;
 const CACHE_LIMIT: usize = 200_000;
+/// Longer pieces are rare and would bloat the cache.
+const CACHE_PIECE_BYTES: usize = 256;
 
 impl FastBpe {
     /// The fast encoder when `tok` has exactly grist's default byte-level shape, else `None`.
@@ -81,15 +83,26 @@ impl FastBpe {
             }
             let start = out.len();
             self.encode_piece(piece.as_bytes(), out);
-            if cache.len() >= CACHE_LIMIT {
-                cache.clear();
+            if piece.len() <= CACHE_PIECE_BYTES {
+                if cache.len() >= CACHE_LIMIT {
+                    cache.clear();
+                }
+                cache.insert(piece.into(), out[start..].into());
             }
-            cache.insert(piece.into(), out[start..].into());
         });
     }
 
     fn encode_piece(&self, bytes: &[u8], out: &mut Vec<u32>) {
-        let mut ids: Vec<u32> = bytes.iter().map(|&b| self.byte_ids[b as usize]).collect();
+        let ids: Vec<u32> = bytes.iter().map(|&b| self.byte_ids[b as usize]).collect();
+        match ids.len() {
+            0..=SHORT => self.merge_short(ids, out),
+            _ => self.merge_long(ids, out),
+        }
+    }
+
+    /// Merges the lowest-ranked pair (leftmost among equals) until none is left: quadratic, and
+    /// the fastest way for the short pieces text is made of.
+    fn merge_short(&self, mut ids: Vec<u32>, out: &mut Vec<u32>) {
         loop {
             let mut best: Option<(u32, usize, u32)> = None;
             for i in 0..ids.len().saturating_sub(1) {
@@ -105,7 +118,52 @@ impl FastBpe {
         }
         out.extend_from_slice(&ids);
     }
+
+    /// The same merges in O(n log n) for long pieces (a 50 MB run of letters is one piece): a
+    /// heap of candidate pairs by (rank, position) over a linked list of symbols, stale entries
+    /// skipped, as `tokenizers`' `Word::merge_all` does.
+    fn merge_long(&self, mut ids: Vec<u32>, out: &mut Vec<u32>) {
+        use std::cmp::Reverse;
+        use std::collections::BinaryHeap;
+        let n = ids.len();
+        let mut next: Vec<usize> = (1..=n).collect();
+        let mut prev: Vec<usize> = (0..n).map(|i| i.wrapping_sub(1)).collect();
+        let mut alive = vec![true; n];
+        let mut heap = BinaryHeap::new();
+        for i in 0..n - 1 {
+            if let Some(&(rank, merged)) = self.merges.get(&(ids[i], ids[i + 1])) {
+                heap.push(Reverse((rank, i, merged)));
+            }
+        }
+        while let Some(Reverse((rank, i, merged))) = heap.pop() {
+            let j = next[i];
+            if !alive[i] || j >= n || self.merges.get(&(ids[i], ids[j])) != Some(&(rank, merged)) {
+                continue;
+            }
+            ids[i] = merged;
+            alive[j] = false;
+            next[i] = next[j];
+            if next[i] < n {
+                prev[next[i]] = i;
+            }
+            let p = prev[i];
+            if p < n
+                && let Some(&(r, m)) = self.merges.get(&(ids[p], ids[i]))
+            {
+                heap.push(Reverse((r, p, m)));
+            }
+            if next[i] < n
+                && let Some(&(r, m)) = self.merges.get(&(ids[i], ids[next[i]]))
+            {
+                heap.push(Reverse((r, i, m)));
+            }
+        }
+        out.extend((0..n).filter(|&i| alive[i]).map(|i| ids[i]));
+    }
 }
+
+/// Pieces up to this many bytes merge by rescanning; longer ones through a heap.
+const SHORT: usize = 48;
 
 #[cfg(test)]
 mod tests {
@@ -139,6 +197,27 @@ mod tests {
             let mut ids = Vec::new();
             fast.encode(t, &mut cache, &mut ids);
             assert_eq!(ids, tok.encode_fast(*t, false).unwrap().get_ids(), "{t:?}");
+        }
+        // Long pieces (one 60 kB word, long digit-free symbol runs) take the heap path; both
+        // paths agree with tokenizers and with each other.
+        let long = "the".repeat(20_000) + " " + &"ab!".repeat(5_000);
+        let mut ids = Vec::new();
+        fast.encode(&long, &mut cache, &mut ids);
+        assert_eq!(
+            ids,
+            tok.encode_fast(long.as_str(), false).unwrap().get_ids()
+        );
+        let mut rng = crate::tokens::mixing::SplitMix64(3);
+        for _ in 0..300 {
+            let len = 2 + (rng.next_u64() % 120) as usize;
+            let piece: Vec<u8> = (0..len)
+                .map(|_| b"thecatsaogl"[(rng.next_u64() % 11) as usize])
+                .collect();
+            let base: Vec<u32> = piece.iter().map(|&b| fast.byte_ids[b as usize]).collect();
+            let (mut a, mut b) = (Vec::new(), Vec::new());
+            fast.merge_short(base.clone(), &mut a);
+            fast.merge_long(base, &mut b);
+            assert_eq!(a, b, "{}", String::from_utf8_lossy(&piece));
         }
         // Another shape is not taken for the fast path.
         let wp = TokenizerParams {

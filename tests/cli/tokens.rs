@@ -610,3 +610,35 @@ fn byte_budget_samples_and_other_models_train() {
         assert!(text(&eval).contains("bytes/token"), "{}", text(&eval));
     }
 }
+
+/// A document that is one 2 MB word (and an empty one) neither hangs nor loses rows.
+#[test]
+fn huge_single_word_documents_encode_in_linear_time() {
+    let s = Scratch::new();
+    let word = "ab".repeat(1 << 20);
+    s.write(
+        "in/docs.jsonl",
+        format!("{{\"text\":\"{word}\"}}\n{{\"text\":\"\"}}\n{{\"text\":\"short one\"}}\n"),
+    );
+    let tok = fixture("tokenizer_c4_bpe.json");
+    let out = s.grist(&[
+        "tokenizer",
+        "encode",
+        tok.to_str().unwrap(),
+        "--input",
+        "in/docs.jsonl",
+        "--output",
+        "t",
+    ]);
+    assert_ok(&out);
+    let ds = Dataset::open(&s.path("t/tokens")).unwrap();
+    assert_eq!(ds.num_documents(), 2);
+    let st = stats(&s.path("t.work"));
+    assert_eq!(st["tokenize"]["rejected"]["empty_text"], 1);
+    let reference = grist::tokens::encoder::load_tokenizer(&tok).unwrap();
+    let expected = reference.encode_fast(word.as_str(), false).unwrap();
+    assert_eq!(
+        &ds.sequence(0)[..ds.sequence(0).len() - 1],
+        expected.get_ids()
+    );
+}
