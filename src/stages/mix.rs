@@ -258,43 +258,27 @@ impl Barrier for MixBarrier {
                 Packing::Concat => concat(&plan.lengths, c.seq_len + 1),
             };
             let prefix = dir.join(split);
-            let written = write_split(&prefix, dtype, &sources, &splits, &plan, &packed, c.pad_id)?;
+            let written = write_split(&prefix, dtype, &sources, &plan, &packed, c.pad_id)?;
             outputs.push(megatron::idx_path(&prefix));
             outputs.push(megatron::bin_path(&prefix));
+            let ratio = |a: u64, b: u64| if b > 0 { a as f64 / b as f64 } else { 0.0 };
+            let all: u64 = written.packed.iter().sum();
             for (i, r) in source_reports.iter_mut().enumerate() {
-                let mut part = serde_json::Map::new();
-                part.insert(
-                    "target_tokens".into(),
-                    json!(plan.targets[i].round() as u64),
-                );
-                part.insert("selected_tokens".into(), json!(plan.selected[i]));
-                part.insert("packed_tokens".into(), json!(written.packed[i]));
-                part.insert(
-                    "dropped_tokens".into(),
-                    json!(plan.selected[i] - written.packed[i]),
-                );
-                let all: u64 = written.packed.iter().sum();
-                part.insert(
-                    "realised_share".into(),
-                    json!(if all > 0 {
-                        written.packed[i] as f64 / all as f64
-                    } else {
-                        0.0
-                    }),
-                );
-                part.insert("target_share".into(), json!(plan.shares[i]));
                 let pool = splits.pool_tokens(i, split == "valid");
-                part.insert(
-                    "epochs".into(),
-                    json!(if pool > 0 {
-                        plan.selected[i] as f64 / pool as f64
-                    } else {
-                        0.0
+                r.insert(
+                    split.into(),
+                    json!({
+                        "target_tokens": plan.targets[i].round() as u64,
+                        "target_share": plan.shares[i],
+                        "selected_tokens": plan.selected[i],
+                        "packed_tokens": written.packed[i],
+                        "dropped_tokens": plan.selected[i] - written.packed[i],
+                        "realised_share": ratio(written.packed[i], all),
+                        "epochs": ratio(plan.selected[i], pool),
+                        "unique_tokens": plan.unique[i],
+                        "unused_tokens": pool - plan.unique[i],
                     }),
                 );
-                part.insert("unique_tokens".into(), json!(plan.unique[i]));
-                part.insert("unused_tokens".into(), json!(pool - plan.unique[i]));
-                r.insert(split.into(), serde_json::Value::Object(part));
             }
             report.insert(
                 split.into(),
@@ -533,7 +517,6 @@ fn write_split(
     prefix: &Path,
     dtype: Dtype,
     sources: &[(&String, &MixSource, Dataset)],
-    _splits: &Splits,
     plan: &Plan,
     packed: &Packed,
     pad_id: u32,

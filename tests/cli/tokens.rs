@@ -20,6 +20,14 @@ fn json_file(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
+fn u64s(v: &serde_json::Value) -> Vec<u64> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap())
+        .collect()
+}
+
 /// Merges as `"a b"` strings, whichever form the file uses.
 fn merges(tok: &serde_json::Value) -> Vec<String> {
     tok["model"]["merges"]
@@ -192,23 +200,11 @@ fn megatron_core_reads_our_datasets_as_grist_does() {
         let lengths: Vec<u64> = (0..ds.num_sequences())
             .map(|i| ds.length(i) as u64)
             .collect();
-        let g_lengths: Vec<u64> = g["sequence_lengths"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap())
-            .collect();
-        assert_eq!(lengths, g_lengths, "{rel}");
+        assert_eq!(lengths, u64s(&g["sequence_lengths"]), "{rel}");
         let docs: Vec<u64> = (0..=ds.num_documents())
             .map(|d| ds.document_index(d) as u64)
             .collect();
-        let g_docs: Vec<u64> = g["document_indices"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|v| v.as_u64().unwrap())
-            .collect();
-        assert_eq!(docs, g_docs, "{rel}");
+        assert_eq!(docs, u64s(&g["document_indices"]), "{rel}");
         for (i, h) in g["sequence_sha256"].as_array().unwrap().iter().enumerate() {
             let bytes: Vec<u8> = ds
                 .sequence(i)
