@@ -638,3 +638,84 @@ fn huge_single_word_documents_encode_in_linear_time() {
         expected.get_ids()
     );
 }
+
+/// The README's main job: curated web + WikiText-2 + tinyshakespeare → tokenizer → tokens → mix.
+#[test]
+fn tokenize_mix_pipeline_runs_on_the_shared_data() {
+    let s = Scratch::new();
+    let model = repo().join("filters/models/lid.176.ftz");
+    let yaml = std::fs::read_to_string(repo().join("pipelines/tokenize-mix.yaml"))
+        .unwrap()
+        .replace("../shared/data", shared_data().to_str().unwrap())
+        .replace(
+            "type: langid,",
+            &format!("type: langid, model: {},", model.display()),
+        );
+    s.write("tokenize-mix.yaml", yaml);
+    assert_ok(&s.grist(&["run", "tokenize-mix.yaml"]));
+    let tok = json_file(&s.path("runs/tokenize-mix/tokenizer.json"));
+    assert_eq!(tok["model"]["vocab"].as_object().unwrap().len(), 8192);
+    let st = stats(&s.path("runs/tokenize-mix"));
+    assert_eq!(st["tokens"]["rows_in"], st["tokenizer"]["rows_in"]);
+    let m = json_file(&s.path("runs/tokenize-mix/mix/mix.json"));
+    for (name, share) in [("web", 0.5), ("wiki", 0.3), ("books", 0.2)] {
+        let realised = m["sources"][name]["train"]["realised_share"]
+            .as_f64()
+            .unwrap();
+        assert!(
+            (realised - share).abs() / share < 0.005,
+            "{name}: {realised}"
+        );
+        let ds = Dataset::open(&s.path(&format!("runs/tokenize-mix/tokens/{name}"))).unwrap();
+        assert_eq!(
+            ds.total_tokens(),
+            m["sources"][name]["tokens"].as_u64().unwrap()
+        );
+    }
+    let train = Dataset::open(&s.path("runs/tokenize-mix/mix/train")).unwrap();
+    assert!(train.num_documents() > 1000);
+    for d in 0..train.num_documents() {
+        let n: i64 = train
+            .document_sequences(d)
+            .map(|q| train.length(q) as i64)
+            .sum();
+        assert_eq!(n, 1025);
+    }
+}
+
+/// Sources of different dtypes (uint16 and int32) mix into an int32 dataset with the same ids.
+#[test]
+fn mix_widens_uint16_sources_to_int32() {
+    use grist::tokens::megatron::{DatasetWriter, Dtype};
+    let s = Scratch::new();
+    let mut small = DatasetWriter::create(&s.path("small"), Dtype::U16).unwrap();
+    let mut big = DatasetWriter::create(&s.path("big"), Dtype::I32).unwrap();
+    for d in 0..50u32 {
+        small
+            .add_document(&(0..20).map(|i| d * 100 + i).collect::<Vec<_>>())
+            .unwrap();
+        big.add_document(&(0..20).map(|i| 70_000 + d * 100 + i).collect::<Vec<_>>())
+            .unwrap();
+    }
+    small.finish().unwrap();
+    big.finish().unwrap();
+    s.write(
+        "m.yaml",
+        "name: t\nworkdir: w\nstages:\n  - id: mix\n    type: mix\n    path: out\n    seq_len: 9\n    \
+         packing: concat\n    validation_fraction: 0\n    max_epochs: 1\n    \
+         sources:\n      small: {dataset: small}\n      big: {dataset: big}\n",
+    );
+    assert_ok(&s.grist(&["run", "m.yaml"]));
+    let out = Dataset::open(&s.path("out/train")).unwrap();
+    assert_eq!(out.dtype(), Dtype::I32);
+    assert_eq!(out.total_tokens(), 2000);
+    let mut ids: Vec<u32> = (0..out.num_sequences())
+        .flat_map(|q| out.sequence(q))
+        .collect();
+    ids.sort_unstable();
+    let mut expected: Vec<u32> = (0..50u32)
+        .flat_map(|d| (0..20).flat_map(move |i| [d * 100 + i, 70_000 + d * 100 + i]))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(ids, expected, "every token once, ids kept");
+}
