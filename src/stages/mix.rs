@@ -529,23 +529,19 @@ fn write_split(
         packed: vec![0; sources.len()],
     };
     let mut ids: Vec<u32> = Vec::new();
-    let mut bytes: Vec<u8> = Vec::new();
     for s in 0..packed.samples() {
         for piece in packed.sample(s) {
             let (src, doc) = plan.items[piece.item as usize];
             let ds = &sources[src as usize].2;
-            // Same dtype: copy the stored bytes; else go through ids.
+            let parts = byte_range(ds, doc as usize, piece.start, piece.len as u64);
+            // Same dtype: write the stored bytes as they are; else go through ids.
             if ds.dtype() == dtype {
-                bytes.clear();
-                copy_range(ds, doc as usize, piece.start, piece.len as u64, |b| {
-                    bytes.extend_from_slice(b)
-                });
-                w.add_sequence_bytes(&bytes)?;
+                w.add_sequence_parts(&parts)?;
             } else {
                 ids.clear();
-                copy_range(ds, doc as usize, piece.start, piece.len as u64, |b| {
-                    ids.extend(megatron::decode(b, ds.dtype()))
-                });
+                for part in parts {
+                    ids.extend(megatron::decode(part, ds.dtype()));
+                }
                 w.add_sequence(&ids)?;
             }
             written.packed[src as usize] += piece.len as u64;
@@ -565,11 +561,12 @@ fn write_split(
     Ok(written)
 }
 
-/// The stored bytes of tokens `start..start + len` of document `doc` (its sequences joined),
-/// in one or more slices.
-fn copy_range(ds: &Dataset, doc: usize, start: u64, len: u64, mut out: impl FnMut(&[u8])) {
-    let mut skip = start;
-    let mut need = len;
+/// The stored bytes of tokens `start..start + len` of document `doc` (its sequences joined): one
+/// slice of the memory map per sequence touched (one, for `tokenize`'s datasets).
+fn byte_range(ds: &Dataset, doc: usize, start: u64, len: u64) -> Vec<&[u8]> {
+    let size = ds.dtype().size();
+    let mut parts = Vec::with_capacity(1);
+    let (mut skip, mut need) = (start, len);
     for s in ds.document_sequences(doc) {
         let l = ds.length(s) as u64;
         if skip >= l {
@@ -577,12 +574,12 @@ fn copy_range(ds: &Dataset, doc: usize, start: u64, len: u64, mut out: impl FnMu
             continue;
         }
         let take = (l - skip).min(need);
-        let size = ds.dtype().size();
-        out(&ds.sequence_bytes(s)[skip as usize * size..(skip + take) as usize * size]);
+        parts.push(&ds.sequence_bytes(s)[skip as usize * size..(skip + take) as usize * size]);
         need -= take;
         skip = 0;
         if need == 0 {
             break;
         }
     }
+    parts
 }

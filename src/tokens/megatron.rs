@@ -148,10 +148,19 @@ impl DatasetWriter {
     /// Appends raw little-endian tokens already in this dataset's dtype (copying between
     /// datasets of the same dtype without decoding).
     pub fn add_sequence_bytes(&mut self, bytes: &[u8]) -> Result<()> {
-        let len = bytes.len() / self.dtype.size();
-        debug_assert_eq!(len * self.dtype.size(), bytes.len());
-        self.bin.write_all(bytes).at(&self.bin_pending.tmp)?;
-        self.bytes += bytes.len() as u64;
+        self.add_sequence_parts(&[bytes])
+    }
+
+    /// Appends one sequence whose stored bytes come in parts (written as they are, no copy).
+    pub fn add_sequence_parts(&mut self, parts: &[&[u8]]) -> Result<()> {
+        let mut n = 0;
+        for part in parts {
+            self.bin.write_all(part).at(&self.bin_pending.tmp)?;
+            n += part.len();
+        }
+        debug_assert_eq!(n % self.dtype.size(), 0);
+        self.bytes += n as u64;
+        let len = n / self.dtype.size();
         self.lengths.push(
             i32::try_from(len).map_err(|_| {
                 GristError::Usage(format!("a sequence of {len} tokens is too long"))
