@@ -192,8 +192,8 @@ struct TokenizerTrainArgs {
     /// Where to write tokenizer.json; `<output>.work/` keeps the run's state.
     #[arg(long, short)]
     output: PathBuf,
-    #[arg(long, value_enum, default_value_t = TokenizerModel::Bpe)]
-    model: TokenizerModel,
+    #[arg(long, value_enum, default_value_t = ModelKind::Bpe)]
+    model: ModelKind,
     #[arg(long, default_value_t = 32_000)]
     vocab_size: usize,
     #[arg(long, default_value_t = 2)]
@@ -215,13 +215,6 @@ struct TokenizerTrainArgs {
     /// Worker threads (default: all cores).
     #[arg(long, short = 'j')]
     workers: Option<usize>,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum TokenizerModel {
-    Bpe,
-    Unigram,
-    Wordpiece,
 }
 
 #[derive(clap::Args)]
@@ -428,11 +421,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 text_column: a.text_column,
                 output: a.output,
                 params: TokenizerParams {
-                    model: match a.model {
-                        TokenizerModel::Bpe => ModelKind::Bpe,
-                        TokenizerModel::Unigram => ModelKind::Unigram,
-                        TokenizerModel::Wordpiece => ModelKind::Wordpiece,
-                    },
+                    model: a.model,
                     vocab_size: a.vocab_size,
                     min_frequency: a.min_frequency,
                     special_tokens: a.special_tokens,
@@ -442,8 +431,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 byte_budget: a.byte_budget,
                 seed: a.seed,
             };
-            let workdir = tokens::command::workdir(&command.output);
-            run_generated(&workdir, &command.pipeline()?, a.workers)?;
+            run_generated(&command.workdir(), &command.pipeline()?, a.workers)?;
             println!("tokenizer: {}", command.output.display());
         }
         Command::Tokenizer {
@@ -459,8 +447,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 eos: (!a.no_eos).then_some(a.eos),
                 bos: a.bos,
             };
-            let workdir = tokens::command::workdir(&command.output);
-            run_generated(&workdir, &command.pipeline()?, a.workers)?;
+            run_generated(&command.workdir(), &command.pipeline()?, a.workers)?;
             println!("dataset: {}", command.output.join(&command.name).display());
         }
         Command::Tokenizer {

@@ -2,11 +2,12 @@
 //! writes the pipeline it stands for (one source per input, a `sql` projection, the training
 //! barrier) beside the model and runs it, so it behaves exactly as the stage does, resumably.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
 use super::train::TrainParams;
+use crate::config::generated::{path_str, source_stage, workdir_beside};
 use crate::error::{GristError, Result};
 
 /// What `grist classifier train` was asked to do.
@@ -31,9 +32,7 @@ pub struct TrainCommand {
 impl TrainCommand {
     /// Where the pipeline, its markers and stored input live: `<model>.work/`.
     pub fn workdir(&self) -> PathBuf {
-        let mut name = self.output.file_name().unwrap_or_default().to_os_string();
-        name.push(".work");
-        self.output.with_file_name(name)
+        workdir_beside(&self.output)
     }
 
     /// The pipeline (JSON, which YAML reads as is) this command runs.
@@ -101,26 +100,6 @@ impl TrainCommand {
             "stages": stages,
         });
         Ok(serde_json::to_string_pretty(&pipeline).expect("pipelines serialize"))
-    }
-}
-
-pub fn path_str(path: &Path) -> Result<&str> {
-    path.to_str()
-        .ok_or_else(|| GristError::Usage(format!("path `{}` is not UTF-8", path.display())))
-}
-
-/// A source stage for `path`, by its extension: Parquet, plain text, or JSON Lines.
-pub fn source_stage(path: &str, text_column: &str) -> Value {
-    let lower = path.to_ascii_lowercase();
-    if lower.ends_with(".parquet") {
-        json!({"type": "read_parquet", "path": path, "text_column": text_column})
-    } else if [".txt", ".txt.gz", ".txt.zst"]
-        .iter()
-        .any(|e| lower.ends_with(e))
-    {
-        json!({"type": "read_text", "path": path})
-    } else {
-        json!({"type": "read_jsonl", "path": path, "text_column": text_column})
     }
 }
 

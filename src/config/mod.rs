@@ -2,6 +2,7 @@
 
 pub mod de;
 pub mod diagnostic;
+pub mod generated;
 pub mod schema;
 pub mod spec;
 pub mod yaml;

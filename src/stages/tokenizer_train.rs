@@ -79,6 +79,9 @@ pub const OUTSIDE_BUDGET: &str = "outside_byte_budget";
 pub const NULL_TEXT: &str = "null_text";
 
 impl TokenizerTrain {
+    /// The tokenizer fields as [`TokenizerParams`]. They are spelled out in the stage rather than
+    /// `#[serde(flatten)]`ed: serde cannot combine `flatten` with `deny_unknown_fields`, and a
+    /// misspelt key must stay an error.
     pub fn params(&self) -> TokenizerParams {
         TokenizerParams {
             model: self.model,

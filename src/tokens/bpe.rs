@@ -27,17 +27,10 @@ const CACHE_PIECE_BYTES: usize = 256;
 impl FastBpe {
     /// The fast encoder when `tok` has exactly grist's default byte-level shape, else `None`.
     pub fn from_tokenizer(tok: &Tokenizer) -> Option<FastBpe> {
-        let json: serde_json::Value = serde_json::from_str(&tok.to_string(false).ok()?).ok()?;
-        let expected = super::tokenizer::TokenizerParams::default()
-            .empty_tokenizer()
-            .ok()?;
-        let expected: serde_json::Value =
-            serde_json::from_str(&expected.to_string(false).ok()?).ok()?;
-        if json["normalizer"] != serde_json::Value::Null
-            || json["pre_tokenizer"] != expected["pre_tokenizer"]
-        {
+        if !super::tokenizer::default_shape(tok) {
             return None;
         }
+        let json: serde_json::Value = serde_json::from_str(&tok.to_string(false).ok()?).ok()?;
         let model = &json["model"];
         let plain = model["type"] == "BPE"
             && model["dropout"].is_null()

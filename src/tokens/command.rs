@@ -2,20 +2,13 @@
 //! stages without writing a pipeline. Each command writes the pipeline it stands for beside its
 //! output and runs it, so it behaves exactly as the stage does, resumably.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
 use super::tokenizer::TokenizerParams;
-use crate::classifier::command::{path_str, source_stage};
+use crate::config::generated::{path_str, source_stage, workdir_beside};
 use crate::error::{GristError, Result};
-
-/// `<output>.work/`: where a command's pipeline, markers and stored input live.
-pub fn workdir(output: &Path) -> PathBuf {
-    let mut name = output.file_name().unwrap_or_default().to_os_string();
-    name.push(".work");
-    output.with_file_name(name)
-}
 
 /// What `grist tokenizer train` was asked to do.
 #[derive(Debug, Clone)]
@@ -29,6 +22,11 @@ pub struct TrainCommand {
 }
 
 impl TrainCommand {
+    /// `<output>.work/`.
+    pub fn workdir(&self) -> PathBuf {
+        workdir_beside(&self.output)
+    }
+
     /// The pipeline (JSON, which YAML reads as is) this command runs.
     pub fn pipeline(&self) -> Result<String> {
         if self.inputs.is_empty() {
@@ -56,7 +54,7 @@ impl TrainCommand {
         stages.push(train);
         let pipeline = json!({
             "name": "tokenizer-train",
-            "workdir": path_str(&workdir(&self.output))?,
+            "workdir": path_str(&self.workdir())?,
             "stages": stages,
         });
         Ok(serde_json::to_string_pretty(&pipeline).expect("pipelines serialize"))
@@ -95,6 +93,11 @@ pub struct EncodeCommand {
 }
 
 impl EncodeCommand {
+    /// `<output>.work/`.
+    pub fn workdir(&self) -> PathBuf {
+        workdir_beside(&self.output)
+    }
+
     pub fn pipeline(&self) -> Result<String> {
         let ok_name = !self.name.is_empty()
             && self
@@ -123,7 +126,7 @@ impl EncodeCommand {
         }
         let pipeline = json!({
             "name": "tokenizer-encode",
-            "workdir": path_str(&workdir(&self.output))?,
+            "workdir": path_str(&self.workdir())?,
             "stages": [source, tokenize],
         });
         Ok(serde_json::to_string_pretty(&pipeline).expect("pipelines serialize"))

@@ -9,7 +9,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::encoder::Encoder;
-use crate::classifier::command::source_stage;
+use crate::config::generated::source_stage;
 use crate::error::{GristError, Result};
 use crate::stages::{BuildContext, Stage, StageConfig, text_values};
 

@@ -35,7 +35,9 @@ use crate::error::{GristError, Result};
 pub const GPT4_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
 
 /// The kind of tokenizer model.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema, Default, clap::ValueEnum,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelKind {
     /// Byte-level BPE (GPT-2/GPT-4/Llama 3 style): every byte sequence encodes, no unknown token.
@@ -406,7 +408,7 @@ impl<'a> WordCounter<'a> {
 
 /// Whether `tok` splits text as grist's default byte-level BPE: no normalizer, the GPT-4 split,
 /// byte-level mapping.
-fn default_shape(tok: &Tokenizer) -> bool {
+pub(crate) fn default_shape(tok: &Tokenizer) -> bool {
     let Ok(expected) = TokenizerParams::default().empty_tokenizer() else {
         return false;
     };

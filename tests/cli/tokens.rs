@@ -20,6 +20,21 @@ fn json_file(path: &Path) -> serde_json::Value {
     serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
 }
 
+/// `grist tokenizer encode TOKENIZER --input INPUT --output OUTPUT EXTRA..`, which must succeed.
+fn encode(s: &Scratch, tokenizer: &Path, input: &str, output: &str, extra: &[&str]) {
+    let mut args = vec![
+        "tokenizer",
+        "encode",
+        tokenizer.to_str().unwrap(),
+        "--input",
+        input,
+        "--output",
+        output,
+    ];
+    args.extend_from_slice(extra);
+    assert_ok(&s.grist(&args));
+}
+
 fn u64s(v: &serde_json::Value) -> Vec<u64> {
     v.as_array()
         .unwrap()
@@ -109,18 +124,7 @@ fn tokenize_ids_equal_python_on_every_web_document() {
     let s = Scratch::new();
     s.write("in/docs.jsonl", input);
     let tok = fixture("tokenizer_c4_bpe.json");
-    let out = s.grist(&[
-        "tokenizer",
-        "encode",
-        tok.to_str().unwrap(),
-        "--input",
-        "in/docs.jsonl",
-        "--output",
-        "out",
-        "--name",
-        "web",
-    ]);
-    assert_ok(&out);
+    encode(&s, &tok, "in/docs.jsonl", "out", &["--name", "web"]);
     let ds = Dataset::open(&s.path("out/web")).unwrap();
     assert_eq!(ds.num_documents(), golden.len());
     let mut differ = Vec::new();
@@ -511,16 +515,7 @@ fn tokenizer_eval_and_inspect_report_on_token_files() {
     assert!(r["tokens_per_word"].as_f64().unwrap() > 1.0);
     assert_eq!(r["vocab_size"], 2048);
 
-    let out = s.grist(&[
-        "tokenizer",
-        "encode",
-        tok.to_str().unwrap(),
-        "--input",
-        books.to_str().unwrap(),
-        "--output",
-        "t",
-    ]);
-    assert_ok(&out);
+    encode(&s, &tok, books.to_str().unwrap(), "t", &[]);
     let out = s.grist(&[
         "inspect",
         "t/tokens.idx",
@@ -582,16 +577,13 @@ fn byte_budget_samples_and_other_models_train() {
         train(&out, &["--model", model]);
         let tok = json_file(&s.path(&out));
         assert_eq!(tok["model"]["type"].as_str().unwrap().to_lowercase(), model);
-        let enc = s.grist(&[
-            "tokenizer",
-            "encode",
-            &out,
-            "--input",
+        encode(
+            &s,
+            &s.path(&out),
             c4.to_str().unwrap(),
-            "--output",
             &format!("{model}_tokens"),
-        ]);
-        assert_ok(&enc);
+            &[],
+        );
         let ds = Dataset::open(&s.path(&format!("{model}_tokens/tokens"))).unwrap();
         assert_eq!(ds.num_documents(), 800);
         let eval = s.grist(&[
@@ -617,16 +609,7 @@ fn huge_single_word_documents_encode_in_linear_time() {
         format!("{{\"text\":\"{word}\"}}\n{{\"text\":\"\"}}\n{{\"text\":\"short one\"}}\n"),
     );
     let tok = fixture("tokenizer_c4_bpe.json");
-    let out = s.grist(&[
-        "tokenizer",
-        "encode",
-        tok.to_str().unwrap(),
-        "--input",
-        "in/docs.jsonl",
-        "--output",
-        "t",
-    ]);
-    assert_ok(&out);
+    encode(&s, &tok, "in/docs.jsonl", "t", &[]);
     let ds = Dataset::open(&s.path("t/tokens")).unwrap();
     assert_eq!(ds.num_documents(), 2);
     let st = stats(&s.path("t.work"));
