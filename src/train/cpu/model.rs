@@ -1,0 +1,246 @@
+//! The decoder's forward pass, keeping what the backward needs, and the backward pass.
+//! Per layer: x → RMSNorm → q, k, v (+RoPE) → attention → o_proj → +x → RMSNorm → SwiGLU MLP
+//! → +x; then a final RMSNorm and the output projection.
+
+use rayon::prelude::*;
+
+use super::attention::{self, AttentionShape};
+use super::gemm::{linear, linear_grad_input, linear_grad_weight};
+use super::ops;
+use crate::train::backend::Batch;
+use crate::train::config::ModelConfig;
+use crate::train::params::Weights;
+use crate::train::rope::RopeTable;
+
+/// One layer's saved activations (`n` = batch · seq rows).
+pub struct LayerActs {
+    x_in: Vec<f32>,
+    xn1: Vec<f32>,
+    rstd1: Vec<f32>,
+    q: Vec<f32>,
+    k: Vec<f32>,
+    v: Vec<f32>,
+    o: Vec<f32>,
+    lse: Vec<f32>,
+    x_mid: Vec<f32>,
+    xn2: Vec<f32>,
+    rstd2: Vec<f32>,
+    gate: Vec<f32>,
+    up: Vec<f32>,
+    h: Vec<f32>,
+}
+
+pub struct Acts {
+    layers: Vec<LayerActs>,
+    x_final: Vec<f32>,
+    xnf: Vec<f32>,
+    rstdf: Vec<f32>,
+}
+
+fn shape(cfg: &ModelConfig, batch: &Batch) -> AttentionShape {
+    AttentionShape {
+        batch: batch.batch,
+        seq: batch.seq,
+        heads: cfg.num_heads,
+        kv_heads: cfg.kv_heads(),
+        head_dim: cfg.head_dim(),
+    }
+}
+
+/// Rotates every head of every row of `x` (`width` = heads · head_dim) at its position.
+fn rope_rows(
+    rope: &RopeTable,
+    x: &mut [f32],
+    width: usize,
+    hd: usize,
+    positions: &[u32],
+    back: bool,
+) {
+    x.par_chunks_mut(width)
+        .zip(positions.par_iter())
+        .for_each(|(row, &pos)| {
+            for head in row.chunks_mut(hd) {
+                if back {
+                    rope.rotate_back(head, pos as usize);
+                } else {
+                    rope.rotate(head, pos as usize);
+                }
+            }
+        });
+}
+
+/// Forward: the saved activations and the logits `[n, vocab]`.
+pub fn forward(
+    cfg: &ModelConfig,
+    w: &Weights,
+    rope: &RopeTable,
+    batch: &Batch,
+) -> (Acts, Vec<f32>) {
+    let n = batch.batch * batch.seq;
+    let (d, f, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
+    let (qw, kw) = (cfg.num_heads * hd, cfg.kv_heads() * hd);
+    let eps = cfg.norm_eps as f32;
+    let sh = shape(cfg, batch);
+    let mut x = vec![0.0f32; n * d];
+    ops::embedding_forward(&w.embed, &batch.inputs, d, &mut x);
+    let mut layers = Vec::with_capacity(cfg.num_layers);
+    for l in &w.layers {
+        let mut a = LayerActs {
+            xn1: vec![0.0; n * d],
+            rstd1: vec![0.0; n],
+            q: vec![0.0; n * qw],
+            k: vec![0.0; n * kw],
+            v: vec![0.0; n * kw],
+            o: vec![0.0; n * qw],
+            lse: vec![0.0; batch.batch * cfg.num_heads * batch.seq],
+            x_mid: vec![0.0; n * d],
+            xn2: vec![0.0; n * d],
+            rstd2: vec![0.0; n],
+            gate: vec![0.0; n * f],
+            up: vec![0.0; n * f],
+            h: vec![0.0; n * f],
+            x_in: x,
+        };
+        ops::rmsnorm_forward(&a.x_in, &l.attn_norm, eps, d, &mut a.xn1, &mut a.rstd1);
+        linear(&a.xn1, &l.q, n, d, qw, &mut a.q);
+        linear(&a.xn1, &l.k, n, d, kw, &mut a.k);
+        linear(&a.xn1, &l.v, n, d, kw, &mut a.v);
+        rope_rows(rope, &mut a.q, qw, hd, &batch.positions, false);
+        rope_rows(rope, &mut a.k, kw, hd, &batch.positions, false);
+        attention::forward(sh, &a.q, &a.k, &a.v, &batch.starts, &mut a.o, &mut a.lse);
+        linear(&a.o, &l.o, n, qw, d, &mut a.x_mid);
+        add_into(&mut a.x_mid, &a.x_in);
+        ops::rmsnorm_forward(&a.x_mid, &l.mlp_norm, eps, d, &mut a.xn2, &mut a.rstd2);
+        linear(&a.xn2, &l.gate, n, d, f, &mut a.gate);
+        linear(&a.xn2, &l.up, n, d, f, &mut a.up);
+        ops::swiglu_forward(&a.gate, &a.up, &mut a.h);
+        let mut out = vec![0.0f32; n * d];
+        linear(&a.h, &l.down, n, f, d, &mut out);
+        add_into(&mut out, &a.x_mid);
+        x = out;
+        layers.push(a);
+    }
+    let mut xnf = vec![0.0f32; n * d];
+    let mut rstdf = vec![0.0f32; n];
+    ops::rmsnorm_forward(&x, &w.norm, eps, d, &mut xnf, &mut rstdf);
+    let mut logits = vec![0.0f32; n * cfg.vocab_size];
+    linear(&xnf, w.output(), n, d, cfg.vocab_size, &mut logits);
+    let acts = Acts {
+        layers,
+        x_final: x,
+        xnf,
+        rstdf,
+    };
+    (acts, logits)
+}
+
+fn add_into(dst: &mut [f32], src: &[f32]) {
+    dst.par_chunks_mut(4096)
+        .zip(src.par_chunks(4096))
+        .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(d, s)| *d += s));
+}
+
+/// Backward from `dlogits` (the loss gradient wrt the logits): adds every weight's gradient
+/// to `g`.
+pub fn backward(
+    cfg: &ModelConfig,
+    w: &Weights,
+    rope: &RopeTable,
+    batch: &Batch,
+    acts: &Acts,
+    dlogits: &[f32],
+    g: &mut Weights,
+) {
+    let n = batch.batch * batch.seq;
+    let (d, f, hd, v) = (
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.head_dim(),
+        cfg.vocab_size,
+    );
+    let (qw, kw) = (cfg.num_heads * hd, cfg.kv_heads() * hd);
+    let sh = shape(cfg, batch);
+    // Output projection and final norm.
+    let mut dxnf = vec![0.0f32; n * d];
+    linear_grad_input(dlogits, w.output(), n, d, v, &mut dxnf, false);
+    match g.lm_head.as_mut() {
+        Some(dw) => linear_grad_weight(dlogits, &acts.xnf, n, d, v, dw),
+        None => linear_grad_weight(dlogits, &acts.xnf, n, d, v, &mut g.embed),
+    }
+    let mut dx = vec![0.0f32; n * d];
+    ops::rmsnorm_backward(
+        &dxnf,
+        &acts.x_final,
+        &w.norm,
+        &acts.rstdf,
+        d,
+        &mut dx,
+        &mut g.norm,
+        false,
+    );
+    let mut dh = vec![0.0f32; n * f];
+    let mut dgate = vec![0.0f32; n * f];
+    let mut dup = vec![0.0f32; n * f];
+    let mut dxn = vec![0.0f32; n * d];
+    let mut do_ = vec![0.0f32; n * qw];
+    let (mut dq, mut dk, mut dv) = (
+        vec![0.0f32; n * qw],
+        vec![0.0f32; n * kw],
+        vec![0.0f32; n * kw],
+    );
+    for ((l, a), gl) in w.layers.iter().zip(&acts.layers).zip(&mut g.layers).rev() {
+        // MLP: out = x_mid + down(silu(gate(xn2)) · up(xn2)).
+        linear_grad_input(&dx, &l.down, n, f, d, &mut dh, false);
+        linear_grad_weight(&dx, &a.h, n, f, d, &mut gl.down);
+        ops::swiglu_backward(&dh, &a.gate, &a.up, &mut dgate, &mut dup);
+        linear_grad_input(&dgate, &l.gate, n, d, f, &mut dxn, false);
+        linear_grad_input(&dup, &l.up, n, d, f, &mut dxn, true);
+        linear_grad_weight(&dgate, &a.xn2, n, d, f, &mut gl.gate);
+        linear_grad_weight(&dup, &a.xn2, n, d, f, &mut gl.up);
+        ops::rmsnorm_backward(
+            &dxn,
+            &a.x_mid,
+            &l.mlp_norm,
+            &a.rstd2,
+            d,
+            &mut dx,
+            &mut gl.mlp_norm,
+            true,
+        );
+        // Attention: x_mid = x_in + o_proj(attention(rope(q), rope(k), v)).
+        linear_grad_input(&dx, &l.o, n, qw, d, &mut do_, false);
+        linear_grad_weight(&dx, &a.o, n, qw, d, &mut gl.o);
+        attention::backward(
+            sh,
+            &a.q,
+            &a.k,
+            &a.v,
+            &batch.starts,
+            &a.o,
+            &a.lse,
+            &do_,
+            &mut dq,
+            &mut dk,
+            &mut dv,
+        );
+        rope_rows(rope, &mut dq, qw, hd, &batch.positions, true);
+        rope_rows(rope, &mut dk, kw, hd, &batch.positions, true);
+        linear_grad_input(&dq, &l.q, n, d, qw, &mut dxn, false);
+        linear_grad_input(&dk, &l.k, n, d, kw, &mut dxn, true);
+        linear_grad_input(&dv, &l.v, n, d, kw, &mut dxn, true);
+        linear_grad_weight(&dq, &a.xn1, n, d, qw, &mut gl.q);
+        linear_grad_weight(&dk, &a.xn1, n, d, kw, &mut gl.k);
+        linear_grad_weight(&dv, &a.xn1, n, d, kw, &mut gl.v);
+        ops::rmsnorm_backward(
+            &dxn,
+            &a.x_in,
+            &l.attn_norm,
+            &a.rstd1,
+            d,
+            &mut dx,
+            &mut gl.attn_norm,
+            true,
+        );
+    }
+    ops::embedding_backward(&dx, &batch.inputs, d, &mut g.embed);
+}
