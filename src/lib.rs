@@ -12,5 +12,6 @@ pub mod io;
 pub mod stages;
 pub mod text;
 pub mod tokens;
+pub mod train;
 
 pub use error::{GristError, Result};

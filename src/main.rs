@@ -12,6 +12,8 @@ use grist::classifier::train::TrainParams;
 use grist::engine::{self, RunOptions, Selection};
 use grist::stages::registry;
 use grist::tokens;
+
+mod train_cli;
 use grist::tokens::tokenizer::{ModelKind, TokenizerParams};
 
 #[derive(Parser)]
@@ -92,6 +94,16 @@ enum Command {
         #[arg(long)]
         tokenizer: Option<PathBuf>,
     },
+    /// Train a model (pretrain, continual or long_context, from a YAML config); resumes.
+    Train(train_cli::TrainArgs),
+    /// Turn a `transformers` folder or a GGUF file into a grist checkpoint.
+    Import(train_cli::ImportArgs),
+    /// Write a checkpoint as a folder `transformers` loads (LlamaForCausalLM).
+    Export(train_cli::ExportArgs),
+    /// Sample from a checkpoint (greedy, temperature, top-k, top-p).
+    Generate(train_cli::GenerateArgs),
+    /// A checkpoint's loss on a `mix` split.
+    Evaluate(train_cli::EvaluateArgs),
 }
 
 #[derive(Subcommand)]
@@ -376,6 +388,11 @@ fn execute(command: Command) -> anyhow::Result<()> {
             };
             print!("{}", describe(&t));
         }
+        Command::Train(a) => train_cli::train(a)?,
+        Command::Import(a) => train_cli::import(a)?,
+        Command::Export(a) => train_cli::export(a)?,
+        Command::Generate(a) => train_cli::generate(a)?,
+        Command::Evaluate(a) => train_cli::evaluate(a)?,
         Command::Inspect {
             path,
             rows,

@@ -2,7 +2,9 @@
 //! process stops for good the n-th time any thread reaches `point`, after printing
 //! `grist: paused at <point>` on stderr, so a test can SIGKILL it at a known place. Points:
 //! `batch` (a batch written, files still temporary), `commit` (a task's files renamed, no marker
-//! yet), `marker` (a task's marker written), `stats` (stats being merged, under the lock).
+//! yet), `marker` (a task's marker written), `stats` (stats being merged, under the lock),
+//! `train_step` (a training step's metrics written, its checkpoint not yet), `train_checkpoint`
+//! (a checkpoint's files written under their temporary name, not yet renamed).
 
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicUsize, Ordering};

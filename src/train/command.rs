@@ -1,0 +1,162 @@
+//! The trainer's commands: `grist train CONFIG`, `grist import`, `grist export`,
+//! `grist generate` and `grist evaluate`, as library functions the CLI calls.
+
+use std::path::Path;
+
+use serde_json::json;
+
+use super::checkpoint;
+use super::config::{Rope, TrainConfig};
+use super::cpu::CpuBackend;
+use super::data::{Layout, Samples};
+use super::generate::{SamplingParams, generate};
+use super::trainer::{self, Summary};
+use crate::config::de;
+use crate::config::diagnostic::{Diagnostic, Diagnostics};
+use crate::config::yaml;
+use crate::error::{GristError, Result};
+
+/// Reads a train config (YAML); every error carries FILE:LINE:COL.
+pub fn load_config(path: &Path) -> Result<TrainConfig> {
+    let source = std::fs::read_to_string(path).map_err(|e| GristError::io(path, e))?;
+    let mut diags = Diagnostics::new(path, &source);
+    let node = match yaml::parse(&source) {
+        Ok(n) => n,
+        Err(e) => {
+            diags.push(Diagnostic::error(
+                e.span,
+                format!("YAML syntax: {}", e.message),
+            ));
+            return Err(GristError::Config(Box::new(diags)));
+        }
+    };
+    let cfg: TrainConfig = match de::from_node(&node) {
+        Ok(c) => c,
+        Err(e) => {
+            diags.push(Diagnostic::error(e.span, e.message));
+            return Err(GristError::Config(Box::new(diags)));
+        }
+    };
+    for p in cfg.problems() {
+        let key = p.split([':', '.', ' ']).next().unwrap_or("");
+        diags.push(Diagnostic::error(node.get(key).map(|n| n.span), p));
+    }
+    if diags.has_errors() {
+        return Err(GristError::Config(Box::new(diags)));
+    }
+    Ok(cfg)
+}
+
+pub fn train(path: &Path) -> Result<Summary> {
+    trainer::run(&load_config(path)?)
+}
+
+/// `grist evaluate`: the mean loss of a checkpoint on the first `max_samples` samples of a
+/// `mix` split, optionally with another RoPE (as a `long_context` run would start).
+pub struct EvaluateCommand<'a> {
+    pub checkpoint: &'a Path,
+    pub data: &'a Path,
+    pub split: &'a str,
+    pub seq_len: usize,
+    pub max_samples: usize,
+    pub document_masking: bool,
+    pub reset_position_ids: bool,
+    pub rope: Option<Rope>,
+}
+
+pub fn evaluate(c: &EvaluateCommand) -> Result<serde_json::Value> {
+    let mut model = checkpoint::load_model(c.checkpoint)?;
+    if let Some(r) = &c.rope {
+        model.config.rope = r.clone();
+    }
+    let samples = Samples::open(c.data, c.split, c.seq_len, 0)?;
+    let layout = Layout {
+        document_masking: c.document_masking,
+        reset_position_ids: c.reset_position_ids,
+    };
+    let mut backend = CpuBackend::new(model.config, model.weights)?;
+    let n = c.max_samples.min(samples.len());
+    let (mut loss, mut tokens) = (0.0, 0usize);
+    for first in (0..n).step_by(8) {
+        let batch: Vec<_> = (first..(first + 8).min(n))
+            .map(|i| samples.sample(i))
+            .collect();
+        let b = super::data::batch(&batch, c.seq_len, layout);
+        tokens += b.counted();
+        loss += super::backend::Backend::loss(&mut backend, &b)?;
+    }
+    Ok(json!({
+        "samples": n,
+        "tokens": tokens,
+        "loss": if tokens > 0 { loss / tokens as f64 } else { 0.0 },
+    }))
+}
+
+/// `grist generate`.
+pub struct GenerateCommand<'a> {
+    pub checkpoint: &'a Path,
+    pub prompt: Option<&'a str>,
+    pub prompt_ids: Option<Vec<u32>>,
+    pub bos: bool,
+    pub params: SamplingParams,
+    pub logits: bool,
+}
+
+pub fn run_generate(c: &GenerateCommand) -> Result<serde_json::Value> {
+    let model = checkpoint::load_model(c.checkpoint)?;
+    let tokenizer = match &model.tokenizer {
+        Some(p) => Some(crate::tokens::encoder::load_tokenizer(p)?),
+        None => None,
+    };
+    let mut ids = match (&c.prompt_ids, c.prompt, &tokenizer) {
+        (Some(ids), _, _) => ids.clone(),
+        (None, Some(text), Some(tok)) => tok
+            .encode(text, false)
+            .map_err(|e| GristError::Usage(format!("cannot encode the prompt: {e}")))?
+            .get_ids()
+            .to_vec(),
+        (None, Some(_), None) => {
+            return Err(GristError::Usage(format!(
+                "{} has no tokenizer.json: give --prompt-ids",
+                c.checkpoint.display()
+            )));
+        }
+        (None, None, _) => return Err(GristError::Usage("give --prompt or --prompt-ids".into())),
+    };
+    if c.bos {
+        let bos = model
+            .config
+            .bos_token_id
+            .ok_or_else(|| GristError::Usage("the model has no bos_token_id; drop --bos".into()))?;
+        ids.insert(0, bos);
+    }
+    if ids.is_empty() {
+        return Err(GristError::Usage("the prompt is empty".into()));
+    }
+    if let Some(t) = ids.iter().find(|&&t| t as usize >= model.config.vocab_size) {
+        return Err(GristError::Usage(format!(
+            "prompt token {t} is outside the vocabulary ({})",
+            model.config.vocab_size
+        )));
+    }
+    let mut params = c.params.clone();
+    if params.stop_ids.is_empty()
+        && let Some(eos) = model.config.eos_token_id
+    {
+        params.stop_ids.push(eos);
+    }
+    let out = generate(&model.config, &model.weights, &ids, &params);
+    let text = tokenizer
+        .as_ref()
+        .and_then(|t| t.decode(&out.ids, true).ok());
+    let mut v = json!({
+        "prompt_ids": ids,
+        "ids": out.ids,
+        "text": text,
+        "finish_reason": out.finish.as_str(),
+    });
+    if c.logits {
+        v["prompt_logits"] = json!(out.prompt_logits);
+    }
+    Ok(v)
+}

@@ -1,0 +1,177 @@
+//! The trainer's subcommands: `train`, `import`, `export`, `generate`, `evaluate`.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use grist::train::command::{self, EvaluateCommand, GenerateCommand};
+use grist::train::generate::SamplingParams;
+
+#[derive(Args)]
+pub struct TrainArgs {
+    /// The run's config (YAML): mode, model, data, optimizer, schedule, checkpoints.
+    pub config: PathBuf,
+    /// Worker threads (default: all cores).
+    #[arg(long, short = 'j')]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct ImportArgs {
+    /// A `transformers` folder (config.json + safetensors) or a GGUF file.
+    pub src: PathBuf,
+    /// The checkpoint directory to write.
+    pub checkpoint: PathBuf,
+}
+
+#[derive(Args)]
+pub struct ExportArgs {
+    /// A grist checkpoint directory (from `grist train` or `grist import`).
+    pub checkpoint: PathBuf,
+    /// The folder to write config.json, model.safetensors and tokenizer.json into.
+    pub dir: PathBuf,
+}
+
+#[derive(Args)]
+pub struct GenerateArgs {
+    pub checkpoint: PathBuf,
+    /// Text to continue (encoded with the checkpoint's tokenizer.json).
+    #[arg(long, conflicts_with = "prompt_ids")]
+    pub prompt: Option<String>,
+    /// Token ids to continue, comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    pub prompt_ids: Option<Vec<u32>>,
+    /// Put the model's BOS id first.
+    #[arg(long)]
+    pub bos: bool,
+    #[arg(long, default_value_t = 64)]
+    pub max_new_tokens: usize,
+    /// 0 is greedy.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    /// 0 keeps every token.
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    #[arg(long, default_value_t = 1.0)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Token ids that end generation (default: the model's EOS).
+    #[arg(long, value_delimiter = ',')]
+    pub stop_ids: Vec<u32>,
+    /// Print JSON (prompt ids, ids, text, finish reason).
+    #[arg(long)]
+    pub json: bool,
+    /// With --json: also the next-token logits after the prompt.
+    #[arg(long, requires = "json")]
+    pub logits: bool,
+    /// Worker threads (default: all cores).
+    #[arg(long, short = 'j')]
+    pub threads: Option<usize>,
+}
+
+#[derive(Args)]
+pub struct EvaluateArgs {
+    pub checkpoint: PathBuf,
+    /// A `mix` output directory.
+    #[arg(long)]
+    pub data: PathBuf,
+    #[arg(long, default_value = "valid")]
+    pub split: String,
+    #[arg(long)]
+    pub seq_len: usize,
+    #[arg(long, default_value_t = 256)]
+    pub max_samples: usize,
+    #[arg(long)]
+    pub document_masking: bool,
+    #[arg(long)]
+    pub reset_position_ids: bool,
+    /// Another RoPE, as JSON: {"theta": 500000, "scaling": {"type": "yarn", ...}}.
+    #[arg(long)]
+    pub rope: Option<String>,
+}
+
+fn threads(n: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = n {
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(n)
+            .build_global()?;
+    }
+    Ok(())
+}
+
+pub fn train(a: TrainArgs) -> anyhow::Result<()> {
+    threads(a.threads)?;
+    let summary = command::train(&a.config)?;
+    println!("{}", serde_json::to_string_pretty(&summary.json)?);
+    Ok(())
+}
+
+pub fn import(a: ImportArgs) -> anyhow::Result<()> {
+    let cfg = grist::train::import::import(&a.src, &a.checkpoint)?;
+    println!(
+        "checkpoint: {} ({} parameters, {} layers, vocabulary {})",
+        a.checkpoint.display(),
+        cfg.parameter_count(),
+        cfg.num_layers,
+        cfg.vocab_size
+    );
+    Ok(())
+}
+
+pub fn export(a: ExportArgs) -> anyhow::Result<()> {
+    grist::train::export::export(&a.checkpoint, &a.dir)?;
+    println!("exported: {}", a.dir.display());
+    Ok(())
+}
+
+pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
+    threads(a.threads)?;
+    let c = GenerateCommand {
+        checkpoint: &a.checkpoint,
+        prompt: a.prompt.as_deref(),
+        prompt_ids: a.prompt_ids,
+        bos: a.bos,
+        params: SamplingParams {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+            max_new_tokens: a.max_new_tokens,
+            stop_ids: a.stop_ids,
+            seed: a.seed,
+        },
+        logits: a.logits,
+    };
+    let out = command::run_generate(&c)?;
+    if a.json {
+        println!("{out}");
+    } else {
+        println!(
+            "{}{}",
+            a.prompt.unwrap_or_default(),
+            out["text"].as_str().unwrap_or("")
+        );
+    }
+    Ok(())
+}
+
+pub fn evaluate(a: EvaluateArgs) -> anyhow::Result<()> {
+    let rope = match &a.rope {
+        Some(text) => Some(
+            serde_json::from_str(text)
+                .map_err(|e| grist::GristError::Usage(format!("--rope: {e}")))?,
+        ),
+        None => None,
+    };
+    let out = command::evaluate(&EvaluateCommand {
+        checkpoint: &a.checkpoint,
+        data: &a.data,
+        split: &a.split,
+        seq_len: a.seq_len,
+        max_samples: a.max_samples,
+        document_masking: a.document_masking,
+        reset_position_ids: a.reset_position_ids,
+        rope,
+    })?;
+    println!("{out}");
+    Ok(())
+}
