@@ -26,6 +26,7 @@ pub mod registry;
 pub mod sql;
 pub mod tokenize;
 pub mod tokenizer_train;
+pub mod train;
 pub mod write_jsonl;
 pub mod write_parquet;
 

@@ -24,6 +24,7 @@ use super::write_parquet::WriteParquet;
 use super::{DynStageConfig, StageConfig, StageKind};
 use crate::config::de::{DeError, from_node};
 use crate::config::yaml::Node;
+use crate::train::TrainConfig;
 
 #[derive(Clone, Copy)]
 pub struct StageType {
@@ -70,6 +71,7 @@ pub fn all() -> Vec<StageType> {
         entry::<TokenizerTrain>(),
         entry::<Tokenize>(),
         entry::<Mix>(),
+        entry::<TrainConfig>(),
         entry::<WriteParquet>(),
         entry::<WriteJsonl>(),
     ]

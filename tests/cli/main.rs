@@ -10,4 +10,5 @@ mod resume;
 mod run;
 mod text;
 mod tokens;
+mod train;
 mod util;

