@@ -51,7 +51,7 @@ impl Samples {
         if ds.num_documents() == 0 {
             return Err(GristError::data(&prefix, "the dataset has no samples"));
         }
-        for d in [0, ds.num_documents() - 1] {
+        for d in 0..ds.num_documents() {
             let len: u64 = ds.document_sequences(d).map(|s| ds.length(s) as u64).sum();
             if len != seq_len as u64 + 1 {
                 return Err(GristError::data(
@@ -175,15 +175,7 @@ impl Stream {
     /// Which source sample `s` (0-based, global) comes from, and its index in that source.
     pub fn locate(&self, s: u64) -> (bool, u64) {
         match &self.replay {
-            Some((_, f)) => {
-                let before = (s as f64 * f).floor() as u64;
-                let after = ((s + 1) as f64 * f).floor() as u64;
-                if after > before {
-                    (true, before)
-                } else {
-                    (false, s - before)
-                }
-            }
+            Some((_, f)) => locate(s, *f),
             None => (false, s),
         }
     }
@@ -193,6 +185,18 @@ impl Stream {
             (true, i) => self.replay.as_mut().expect("replay").0.nth(i),
             (false, i) => self.main.nth(i),
         }
+    }
+}
+
+/// Sample `s` of a stream replaying a share `f`: (from the old data?, index in its source).
+/// The old data gives sample s when ⌊(s+1)·f⌋ > ⌊s·f⌋, so every prefix holds ⌊n·f⌋ of them.
+pub fn locate(s: u64, f: f64) -> (bool, u64) {
+    let before = (s as f64 * f).floor() as u64;
+    let after = ((s + 1) as f64 * f).floor() as u64;
+    if after > before {
+        (true, before)
+    } else {
+        (false, s - before)
     }
 }
 
@@ -222,11 +226,14 @@ mod tests {
     }
 
     #[test]
-    fn replay_share_is_exact() {
-        let f: f64 = 0.25;
-        let replayed = (0..1000u64)
-            .filter(|&s| ((s + 1) as f64 * f).floor() > (s as f64 * f).floor())
-            .count();
-        assert_eq!(replayed, 250);
+    fn replay_share_is_exact_and_each_source_is_read_in_order() {
+        for f in [0.25, 0.1, 0.5] {
+            let located: Vec<(bool, u64)> = (0..1000u64).map(|s| locate(s, f)).collect();
+            let old: Vec<u64> = located.iter().filter(|l| l.0).map(|l| l.1).collect();
+            let new: Vec<u64> = located.iter().filter(|l| !l.0).map(|l| l.1).collect();
+            assert_eq!(old.len(), (1000.0 * f) as usize, "share {f}");
+            assert_eq!(old, (0..old.len() as u64).collect::<Vec<_>>());
+            assert_eq!(new, (0..new.len() as u64).collect::<Vec<_>>());
+        }
     }
 }

@@ -34,8 +34,7 @@ pub fn read_gguf(path: &Path) -> Result<(ModelConfig, Weights, Option<Vec<u8>>)>
     let cfg = config(&g, path)?;
     let tensor =
         |name: &str| -> Result<Vec<f32>> { g.tensor_f32(&bytes, name).map_err(|e| err(path, e)) };
-    let (hd, q_rows, kv_rows) = (
-        cfg.head_dim(),
+    let (q_rows, kv_rows) = (
         cfg.num_heads * cfg.head_dim(),
         cfg.kv_heads() * cfg.head_dim(),
     );
@@ -62,7 +61,6 @@ pub fn read_gguf(path: &Path) -> Result<(ModelConfig, Weights, Option<Vec<u8>>)>
         }
         loaded.push(data);
     }
-    let _ = hd;
     let mut it = loaded.into_iter();
     let weights = Weights::from_fn(&cfg, |_| it.next().expect("one per spec"));
     let tokenizer = tokenizer_json(&g, path)?.map(|v| serde_json::to_vec(&v).expect("json"));

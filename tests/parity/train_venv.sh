@@ -4,7 +4,8 @@
 #
 #   ~/.cache/grist/megatron-venv  + transformers (LlamaForCausalLM, its RoPE variants and masks),
 #                                 safetensors (the fixture format), gguf (reference GGUF reader /
-#                                 writer for the export side).
+#                                 writer for the export side), accelerate (from_pretrained in
+#                                 tests/parity/train_export_check.py).
 #
 # torch and numpy come from tokens_venv.sh (`tokens_venv.sh megatron`), which this runs first when
 # the venv has no torch yet. The CPU is enough: the goldens are computed in float64 on the CPU.

@@ -77,11 +77,11 @@ pub fn sgemm(m: usize, k: usize, n: usize, a: Mat, b: Mat, beta: f32, c: &mut [f
     }
 }
 
-/// Rows per parallel block: enough blocks for every thread, not so small that re-packing B
-/// dominates.
+/// Rows per parallel block: one block per thread, as each block packs B again (measured: with
+/// blocks of at most 256 rows, packing took 15 % of a training step on 2 threads).
 fn block_rows(m: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    m.div_ceil(threads).clamp(16, 256)
+    m.div_ceil(threads).max(16)
 }
 
 /// C (m × n, row-major) = A (m × k) · B (k × n) + beta · C, in parallel over row blocks of C.

@@ -125,7 +125,8 @@ pub const IGNORE: i32 = -1;
 
 /// Cross-entropy of each row of `logits` (`v` columns) against `targets`. Returns the summed
 /// loss (f64) over counted rows. When `grad_scale` is given, `logits` is overwritten by the
-/// gradient of `grad_scale · Σ loss` (softmax − one-hot, zero for ignored rows).
+/// gradient of `grad_scale · Σ loss` (softmax − one-hot, zero for ignored rows). One f32 `exp`
+/// per logit (kept in place for the gradient), summed in f64.
 pub fn cross_entropy(
     logits: &mut [f32],
     targets: &[i32],
@@ -143,16 +144,26 @@ pub fn cross_entropy(
                 return 0.0;
             }
             let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let sum: f64 = row.iter().map(|&z| ((z - max) as f64).exp()).sum();
-            let lse = max as f64 + sum.ln();
-            let loss = lse - row[t as usize] as f64;
-            if let Some(scale) = grad_scale {
-                for z in row.iter_mut() {
-                    *z = (((*z as f64) - lse).exp() as f32) * scale;
+            let target = row[t as usize];
+            let loss = match grad_scale {
+                Some(scale) => {
+                    let mut sum = 0.0f64;
+                    for z in row.iter_mut() {
+                        *z = (*z - max).exp();
+                        sum += *z as f64;
+                    }
+                    let k = (scale as f64 / sum) as f32;
+                    row.iter_mut().for_each(|z| *z *= k);
+                    row[t as usize] -= scale;
+                    sum.ln()
                 }
-                row[t as usize] -= scale;
-            }
-            loss
+                None => row
+                    .iter()
+                    .map(|&z| (z - max).exp() as f64)
+                    .sum::<f64>()
+                    .ln(),
+            };
+            loss + (max - target) as f64
         })
         .collect();
     losses.iter().sum()
