@@ -109,7 +109,8 @@ pub fn rope_from_hf(cfg: &Value, path: &Path) -> Result<Rope> {
 /// The model shape of a `transformers` `config.json` (Llama architecture).
 pub fn config_from_hf(cfg: &Value, path: &Path) -> Result<ModelConfig> {
     let arch = cfg["model_type"].as_str().unwrap_or("");
-    if !matches!(arch, "llama" | "mistral" | "qwen2" | "") || cfg["attention_bias"] == true {
+    // Only Llama: Mistral adds sliding windows and Qwen2 biases this model does not have.
+    if arch != "llama" || cfg["attention_bias"] == true || cfg["mlp_bias"] == true {
         return Err(GristError::data(
             path,
             format!(
