@@ -8,6 +8,7 @@ use serde_json::{Value, json};
 use super::checkpoint::{self, TOKENIZER_FILE, write_safetensors};
 use super::config::{ModelConfig, RopeScaling};
 use super::params::tensor_specs;
+use super::rope::ntk_theta;
 use crate::error::{GristError, Result};
 
 /// `transformers`' `rope_parameters` (v5) for grist's RoPE. Static NTK has no type of its
@@ -20,8 +21,7 @@ pub fn rope_parameters(cfg: &ModelConfig) -> Value {
             json!({"rope_type": "linear", "rope_theta": theta, "factor": factor})
         }
         RopeScaling::Ntk { factor } => {
-            let d = cfg.head_dim() as f64;
-            json!({"rope_type": "default", "rope_theta": theta * factor.powf(d / (d - 2.0))})
+            json!({"rope_type": "default", "rope_theta": ntk_theta(theta, *factor, cfg.head_dim())})
         }
         RopeScaling::Yarn {
             factor,

@@ -1207,43 +1207,28 @@ fn deq_q6_k(b: &[u8], out: &mut Vec<f32>) {
 /// Panics if `w.len() != rows * cols` or `rows` is not a multiple of `2 * n_head` (caller bugs,
 /// not file contents: check the shapes against the metadata first).
 pub fn unpermute_qk(w: &[f32], n_head: usize, rows: usize, cols: usize) -> Vec<f32> {
-    assert_eq!(
-        w.len(),
-        rows * cols,
-        "unpermute_qk: {} values for a {rows}x{cols} matrix",
-        w.len()
-    );
-    assert!(
-        n_head > 0 && rows.is_multiple_of(2 * n_head),
-        "unpermute_qk: {rows} rows do not split into {n_head} heads of an even size"
-    );
-    let hd = rows / n_head;
-    let half = hd / 2;
-    let mut out = vec![0f32; w.len()];
-    for h in 0..n_head {
-        for i in 0..2 {
-            for j in 0..half {
-                let dst = h * hd + i * half + j;
-                let src = h * hd + 2 * j + i;
-                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
-            }
-        }
-    }
-    out
+    move_rotary_rows(w, n_head, rows, cols, true)
 }
 
 /// The inverse of [`unpermute_qk`]: llama.cpp's `LlamaModel.permute`, HF layout to GGUF layout
 /// (for writing GGUF files).
 pub fn permute_qk(w: &[f32], n_head: usize, rows: usize, cols: usize) -> Vec<f32> {
+    move_rotary_rows(w, n_head, rows, cols, false)
+}
+
+/// Row `h·hd + i·hd/2 + j` of the HF layout is row `h·hd + 2j + i` of the GGUF one; moves rows
+/// from GGUF to HF order (`to_hf`) or back.
+fn move_rotary_rows(w: &[f32], n_head: usize, rows: usize, cols: usize, to_hf: bool) -> Vec<f32> {
+    let name = if to_hf { "unpermute_qk" } else { "permute_qk" };
     assert_eq!(
         w.len(),
         rows * cols,
-        "permute_qk: {} values for a {rows}x{cols} matrix",
+        "{name}: {} values for a {rows}x{cols} matrix",
         w.len()
     );
     assert!(
         n_head > 0 && rows.is_multiple_of(2 * n_head),
-        "permute_qk: {rows} rows do not split into {n_head} heads of an even size"
+        "{name}: {rows} rows do not split into {n_head} heads of an even size"
     );
     let hd = rows / n_head;
     let half = hd / 2;
@@ -1253,7 +1238,8 @@ pub fn permute_qk(w: &[f32], n_head: usize, rows: usize, cols: usize) -> Vec<f32
             for j in 0..half {
                 let hf = h * hd + i * half + j;
                 let gg = h * hd + 2 * j + i;
-                out[gg * cols..(gg + 1) * cols].copy_from_slice(&w[hf * cols..(hf + 1) * cols]);
+                let (dst, src) = if to_hf { (hf, gg) } else { (gg, hf) };
+                out[dst * cols..(dst + 1) * cols].copy_from_slice(&w[src * cols..(src + 1) * cols]);
             }
         }
     }

@@ -260,9 +260,10 @@ impl Normal {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
 
+    /// A model small enough for finite differences.
     pub fn tiny() -> ModelConfig {
         ModelConfig {
             vocab_size: 11,

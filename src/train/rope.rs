@@ -4,6 +4,12 @@
 
 use super::config::{Rope, RopeScaling};
 
+/// Static NTK-aware scaling's base: theta · factor^(d/(d−2)).
+pub fn ntk_theta(theta: f64, factor: f64, head_dim: usize) -> f64 {
+    let d = head_dim as f64;
+    theta * factor.powf(d / (d - 2.0))
+}
+
 /// The inverse frequencies (d/2 of them) and the factor that scales cos and sin (YaRN's
 /// attention scaling; 1 otherwise).
 pub fn inv_freq(rope: &Rope, head_dim: usize) -> (Vec<f64>, f64) {
@@ -20,7 +26,7 @@ pub fn inv_freq(rope: &Rope, head_dim: usize) -> (Vec<f64>, f64) {
             base_freqs(rope.theta).iter().map(|f| f / factor).collect(),
             1.0,
         ),
-        RopeScaling::Ntk { factor } => (base_freqs(rope.theta * factor.powf(d / (d - 2.0))), 1.0),
+        RopeScaling::Ntk { factor } => (base_freqs(ntk_theta(rope.theta, *factor, head_dim)), 1.0),
         RopeScaling::Yarn {
             factor,
             original_max_position_embeddings,

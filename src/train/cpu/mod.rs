@@ -193,14 +193,6 @@ mod tests {
 
     fn tiny(tie: bool) -> ModelConfig {
         ModelConfig {
-            vocab_size: 11,
-            hidden_size: 8,
-            intermediate_size: 12,
-            num_layers: 2,
-            num_heads: 2,
-            num_kv_heads: Some(1),
-            head_dim: None,
-            norm_eps: 1e-5,
             rope: Rope {
                 theta: 100.0,
                 scaling: RopeScaling::Yarn {
@@ -213,8 +205,7 @@ mod tests {
             },
             tie_embeddings: tie,
             max_position_embeddings: 16,
-            bos_token_id: None,
-            eos_token_id: None,
+            ..crate::train::params::tests::tiny()
         }
     }
 
