@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""GGUF goldens for src/train/gguf.rs and the GGUF model loader.
+"""GGUF goldens for src/train/gguf/ and the GGUF model loader.
 
 Writes into --out (default tests/fixtures/train/):
 
