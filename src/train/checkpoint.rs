@@ -124,8 +124,7 @@ pub fn weights_from(
         }
         out.push(data);
     }
-    let mut it = out.into_iter();
-    Ok(Weights::from_fn(cfg, |_| it.next().expect("one per spec")))
+    Ok(Weights::from_tensors(cfg, out))
 }
 
 fn read(path: &Path) -> Result<Vec<u8>> {

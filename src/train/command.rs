@@ -10,7 +10,7 @@ use super::config::{Rope, TrainConfig};
 use super::cpu::CpuBackend;
 use super::data::{Layout, Samples};
 use super::generate::{SamplingParams, generate};
-use super::trainer::{self, Summary};
+use super::trainer::{self, EvalSpan, Summary};
 use crate::config::de;
 use crate::config::diagnostic::{Diagnostic, Diagnostics};
 use crate::config::yaml;
@@ -75,21 +75,14 @@ pub fn evaluate(c: &EvaluateCommand) -> Result<serde_json::Value> {
         reset_position_ids: c.reset_position_ids,
     };
     let mut backend = CpuBackend::new(model.config, model.weights)?;
-    let n = c.max_samples.min(samples.len());
-    let (mut loss, mut tokens) = (0.0, 0usize);
-    for first in (0..n).step_by(8) {
-        let batch: Vec<_> = (first..(first + 8).min(n))
-            .map(|i| samples.sample(i))
-            .collect();
-        let b = super::data::batch(&batch, c.seq_len, layout);
-        tokens += b.counted();
-        loss += super::backend::Backend::loss(&mut backend, &b)?;
-    }
-    Ok(json!({
-        "samples": n,
-        "tokens": tokens,
-        "loss": if tokens > 0 { loss / tokens as f64 } else { 0.0 },
-    }))
+    let span = EvalSpan {
+        seq_len: c.seq_len,
+        max_samples: c.max_samples,
+        batch_size: 8,
+        layout,
+    };
+    let e = trainer::evaluate(&mut backend, &samples, &span, None)?;
+    Ok(json!({"samples": c.max_samples.min(samples.len()), "tokens": e.tokens, "loss": e.loss}))
 }
 
 /// `grist generate`.

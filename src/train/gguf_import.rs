@@ -61,8 +61,7 @@ pub fn read_gguf(path: &Path) -> Result<(ModelConfig, Weights, Option<Vec<u8>>)>
         }
         loaded.push(data);
     }
-    let mut it = loaded.into_iter();
-    let weights = Weights::from_fn(&cfg, |_| it.next().expect("one per spec"));
+    let weights = Weights::from_tensors(&cfg, loaded);
     let tokenizer = tokenizer_json(&g, path)?.map(|v| serde_json::to_vec(&v).expect("json"));
     Ok((cfg, weights, tokenizer))
 }

@@ -159,6 +159,12 @@ impl Weights {
         }
     }
 
+    /// The model's tensors from buffers in canonical order (lengths checked by the caller).
+    pub fn from_tensors(cfg: &ModelConfig, tensors: Vec<Vec<f32>>) -> Weights {
+        let mut it = tensors.into_iter();
+        Weights::from_fn(cfg, |_| it.next().expect("one tensor per spec"))
+    }
+
     /// Random initialisation: normal(0, `std`) matrices and embeddings (residual projections
     /// scaled by 1/sqrt(2·layers)), norms at 1. Deterministic in `seed`.
     pub fn init(cfg: &ModelConfig, seed: u64, std: f64) -> Weights {

@@ -122,40 +122,51 @@ pub fn run(cfg: &TrainConfig) -> Result<Summary> {
             None => None,
         },
     };
-    let valid = match Samples::open(data_dir, "valid", cfg.seq_len, cfg.seed) {
-        Ok(v) => Some(v),
-        Err(e) => {
-            tracing::warn!("no validation split: {e}");
-            None
-        }
+    // A mix without a validation split (validation_fraction 0) trains without evaluations;
+    // a split that is there but unreadable is an error.
+    let valid = if crate::tokens::megatron::idx_path(&data_dir.join("valid")).is_file() {
+        Some(Samples::open(data_dir, "valid", cfg.seq_len, cfg.seed)?)
+    } else {
+        tracing::warn!(
+            "{}: no validation split; no evaluations",
+            data_dir.display()
+        );
+        None
     };
     let tokenizer = match &start.tokenizer {
         Some(p) => Some(crate::tokens::encoder::load_tokenizer(p)?),
         None => None,
     };
     let config = start.config.clone();
-    let mut backend = make_backend(cfg.backend, start.config, start.weights)?;
-    let mut state = TrainState {
-        step: 0,
-        samples: 0,
-        tokens: 0,
-        seed: cfg.seed,
-        config_hash: hash.clone(),
-    };
-    if let Some((_, dir)) = checkpoint::list(&root)?.pop() {
-        let (m, v, saved) = checkpoint::load_training(&dir, &config)?;
-        if saved.config_hash != hash {
-            return Err(GristError::Usage(format!(
-                "{} holds checkpoints of a run with another config; give this run its own `output` (or delete the old one)",
-                out.display()
-            )));
+    let (mut backend, mut state) = match checkpoint::list(&root)?.pop() {
+        Some((_, dir)) => {
+            let (m, v, saved) = checkpoint::load_training(&dir, &config)?;
+            if saved.config_hash != hash {
+                return Err(GristError::Usage(format!(
+                    "{} holds checkpoints of a run with another config; give this run its own `output` (or delete the old one)",
+                    out.display()
+                )));
+            }
+            let loaded = checkpoint::load_model(&dir)?;
+            let mut backend = make_backend(cfg.backend, config.clone(), loaded.weights)?;
+            backend.set_optimizer_state(m, v)?;
+            tracing::info!("resuming {} at step {}", out.display(), saved.step);
+            (backend, saved)
         }
-        let loaded = checkpoint::load_model(&dir)?;
-        backend = make_backend(cfg.backend, config.clone(), loaded.weights)?;
-        backend.set_optimizer_state(m, v)?;
-        state = saved;
-        tracing::info!("resuming {} at step {}", out.display(), state.step);
-    }
+        None => {
+            let state = TrainState {
+                step: 0,
+                samples: 0,
+                tokens: 0,
+                seed: cfg.seed,
+                config_hash: hash.clone(),
+            };
+            (
+                make_backend(cfg.backend, start.config, start.weights)?,
+                state,
+            )
+        }
+    };
     let metrics_path = out.join("metrics.jsonl");
     let mut metrics = MetricsFile::open(&metrics_path, state.step)?;
     let total_steps = cfg.steps;
@@ -227,7 +238,13 @@ pub fn run(cfg: &TrainConfig) -> Result<Summary> {
         let eval_now =
             (cfg.eval.every > 0 && step.is_multiple_of(cfg.eval.every)) || step == total_steps;
         if eval_now && let Some(valid) = &valid {
-            let e = evaluate(backend.as_mut(), valid, cfg, layout, tokenizer.as_ref())?;
+            let span = EvalSpan {
+                seq_len: cfg.seq_len,
+                max_samples: cfg.eval.samples,
+                batch_size: cfg.micro_batch_size,
+                layout,
+            };
+            let e = evaluate(backend.as_mut(), valid, &span, tokenizer.as_ref())?;
             record["val_loss"] = json!(e.loss);
             if let Some(bpb) = e.bits_per_byte {
                 record["val_bpb"] = json!(bpb);
@@ -279,25 +296,32 @@ pub struct Eval {
     pub bits_per_byte: Option<f64>,
 }
 
-/// Mean loss over the first `eval.samples` validation samples (dataset order), and bits per
-/// byte when the tokenizer is known.
+/// Which samples an evaluation reads and how it batches them.
+pub struct EvalSpan {
+    pub seq_len: usize,
+    pub max_samples: usize,
+    pub batch_size: usize,
+    pub layout: Layout,
+}
+
+/// Mean loss over the first `max_samples` samples (dataset order), and bits per byte when the
+/// tokenizer is known. The run's periodic evaluation and `grist evaluate` both use it.
 pub fn evaluate(
     backend: &mut dyn Backend,
-    valid: &Samples,
-    cfg: &TrainConfig,
-    layout: Layout,
+    split: &Samples,
+    span: &EvalSpan,
     tokenizer: Option<&tokenizers::Tokenizer>,
 ) -> Result<Eval> {
-    let n = cfg.eval.samples.min(valid.len());
+    let n = span.max_samples.min(split.len());
     let (mut loss, mut tokens, mut bytes) = (0.0, 0usize, 0usize);
-    for first in (0..n).step_by(cfg.micro_batch_size) {
-        let samples: Vec<_> = (first..(first + cfg.micro_batch_size).min(n))
-            .map(|i| valid.sample(i))
+    for first in (0..n).step_by(span.batch_size.max(1)) {
+        let samples: Vec<_> = (first..(first + span.batch_size).min(n))
+            .map(|i| split.sample(i))
             .collect();
         if let Some(t) = tokenizer {
             bytes += samples.iter().map(|s| target_bytes(s, t)).sum::<usize>();
         }
-        let b = data::batch(&samples, cfg.seq_len, layout);
+        let b = data::batch(&samples, span.seq_len, span.layout);
         tokens += b.counted();
         loss += backend.loss(&b)?;
     }
