@@ -19,6 +19,8 @@ pub const CONFIG_FILE: &str = "model.json";
 pub const OPTIMIZER_FILE: &str = "optimizer.safetensors";
 pub const STATE_FILE: &str = "state.json";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
+/// The chat template (Jinja source), as transformers v5 names it.
+pub const CHAT_TEMPLATE_FILE: &str = "chat_template.jinja";
 
 /// Where a run stands, saved with its checkpoint.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +150,8 @@ pub struct LoadedModel {
     pub weights: Weights,
     /// `tokenizer.json` beside the weights, when there is one.
     pub tokenizer: Option<PathBuf>,
+    /// `chat_template.jinja` beside the weights, when there is one.
+    pub chat_template: Option<String>,
 }
 
 /// Loads `model.json` and `model.safetensors` of a checkpoint directory.
@@ -168,10 +172,17 @@ pub fn load_model(dir: &Path) -> Result<LoadedModel> {
     let path = dir.join(MODEL_FILE);
     let weights = weights_from(&[(path.clone(), read(&path)?)], &config, "")?;
     let tok = dir.join(TOKENIZER_FILE);
+    let chat = dir.join(CHAT_TEMPLATE_FILE);
+    let chat_template = chat
+        .is_file()
+        .then(|| std::fs::read_to_string(&chat))
+        .transpose()
+        .map_err(|e| GristError::io(&chat, e))?;
     Ok(LoadedModel {
         config,
         weights,
         tokenizer: tok.is_file().then_some(tok),
+        chat_template,
     })
 }
 

@@ -96,10 +96,23 @@ pub struct GenerateCommand<'a> {
 }
 
 pub fn run_generate(c: &GenerateCommand) -> Result<serde_json::Value> {
-    let model = checkpoint::load_model(c.checkpoint)?;
-    let tokenizer = match &model.tokenizer {
-        Some(p) => Some(crate::tokens::encoder::load_tokenizer(p)?),
-        None => None,
+    // A checkpoint directory, or a GGUF file read directly (as `grist serve` does).
+    let (model, tokenizer) = if c.checkpoint.is_file() {
+        let m = crate::synth::local::ServedModel::load(c.checkpoint)?;
+        let model = checkpoint::LoadedModel {
+            config: m.config,
+            weights: m.weights,
+            tokenizer: None,
+            chat_template: None,
+        };
+        (model, Some(m.tokenizer))
+    } else {
+        let model = checkpoint::load_model(c.checkpoint)?;
+        let tokenizer = match &model.tokenizer {
+            Some(p) => Some(crate::tokens::encoder::load_tokenizer(p)?),
+            None => None,
+        };
+        (model, tokenizer)
     };
     let mut ids = match (&c.prompt_ids, c.prompt, &tokenizer) {
         (Some(ids), _, _) => ids.clone(),

@@ -1,5 +1,6 @@
 //! `grist export CKPT DIR`: a folder `transformers` loads with `LlamaForCausalLM`:
-//! `config.json`, `model.safetensors` (f32) and `tokenizer.json` (when the checkpoint has one).
+//! `config.json`, `model.safetensors` (f32), and `tokenizer.json` and
+//! `chat_template.jinja` (when the checkpoint has them).
 
 use std::path::Path;
 
@@ -96,6 +97,10 @@ pub fn export(ckpt: &Path, dir: &Path) -> Result<()> {
         .into_iter()
         .collect();
     write_safetensors(&dir.join("model.safetensors"), &tensors, Some(meta))?;
+    if let Some(t) = &model.chat_template {
+        let p = dir.join(checkpoint::CHAT_TEMPLATE_FILE);
+        std::fs::write(&p, t).map_err(|e| GristError::io(&p, e))?;
+    }
     if let Some(t) = &model.tokenizer {
         std::fs::copy(t, dir.join(TOKENIZER_FILE)).map_err(|e| GristError::io(t, e))?;
     }

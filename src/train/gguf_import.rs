@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 
 use super::config::{ModelConfig, Rope, RopeScaling};
 use super::gguf::{GgufError, GgufFile, unpermute_qk};
+use super::import::ModelFiles;
 use super::params::Weights;
 use crate::error::{GristError, Result};
 use crate::tokens::split::byte_chars;
@@ -18,8 +19,9 @@ fn err(path: &Path, e: GgufError) -> GristError {
     GristError::data(path, e.to_string())
 }
 
-/// Shape, weights and (for a `gpt2` tokenizer) `tokenizer.json` bytes of a GGUF file.
-pub fn read_gguf(path: &Path) -> Result<(ModelConfig, Weights, Option<Vec<u8>>)> {
+/// Shape, weights, (for a `gpt2` tokenizer) `tokenizer.json` bytes and chat template of a GGUF
+/// file.
+pub fn read_gguf(path: &Path) -> Result<ModelFiles> {
     let file = std::fs::File::open(path).map_err(|e| GristError::io(path, e))?;
     // SAFETY: read-only map of a file we do not modify; a concurrent writer is out of contract.
     let bytes = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| GristError::io(path, e))?;
@@ -63,7 +65,16 @@ pub fn read_gguf(path: &Path) -> Result<(ModelConfig, Weights, Option<Vec<u8>>)>
     }
     let weights = Weights::from_tensors(&cfg, loaded);
     let tokenizer = tokenizer_json(&g, path)?.map(|v| serde_json::to_vec(&v).expect("json"));
-    Ok((cfg, weights, tokenizer))
+    let chat_template = g
+        .get("tokenizer.chat_template")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
+    Ok(ModelFiles {
+        config: cfg,
+        weights,
+        tokenizer,
+        chat_template,
+    })
 }
 
 /// llama.cpp's tensor name for a `transformers` one.

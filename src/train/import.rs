@@ -13,31 +13,63 @@ use super::config::{ModelConfig, Rope, RopeScaling};
 use super::params::Weights;
 use crate::error::{GristError, Result};
 
+/// A model read from a published format: shape, weights, `tokenizer.json` bytes and the chat
+/// template (Jinja source) when the source has them.
+pub struct ModelFiles {
+    pub config: ModelConfig,
+    pub weights: Weights,
+    pub tokenizer: Option<Vec<u8>>,
+    pub chat_template: Option<String>,
+}
+
+/// Reads `src`: a `transformers` folder or a `.gguf` file.
+pub fn read_model(src: &Path) -> Result<ModelFiles> {
+    if src.is_dir() {
+        let (config, weights) = read_hf(src)?;
+        let read_opt = |name: &str| -> Result<Option<Vec<u8>>> {
+            let p = src.join(name);
+            p.is_file()
+                .then(|| std::fs::read(&p))
+                .transpose()
+                .map_err(|e| GristError::io(&p, e))
+        };
+        let tokenizer = read_opt(checkpoint::TOKENIZER_FILE)?;
+        // transformers v5 writes `chat_template.jinja`; v4 kept it in `tokenizer_config.json`.
+        let mut chat_template = read_opt(checkpoint::CHAT_TEMPLATE_FILE)?
+            .map(|b| String::from_utf8_lossy(&b).into_owned());
+        if chat_template.is_none()
+            && let Some(b) = read_opt("tokenizer_config.json")?
+        {
+            let v: Value = serde_json::from_slice(&b).unwrap_or_default();
+            chat_template = v["chat_template"].as_str().map(str::to_string);
+        }
+        Ok(ModelFiles {
+            config,
+            weights,
+            tokenizer,
+            chat_template,
+        })
+    } else if src.is_file() {
+        super::gguf_import::read_gguf(src)
+    } else {
+        Err(GristError::data(src, "no such file or folder"))
+    }
+}
+
 /// Imports `src` (folder or `.gguf`) into the checkpoint directory `dest`.
 pub fn import(src: &Path, dest: &Path) -> Result<ModelConfig> {
-    let (cfg, weights, tokenizer) = if src.is_dir() {
-        let (cfg, w) = read_hf(src)?;
-        let tok = src.join("tokenizer.json");
-        (
-            cfg,
-            w,
-            tok.is_file()
-                .then(|| std::fs::read(&tok))
-                .transpose()
-                .map_err(|e| GristError::io(&tok, e))?,
-        )
-    } else if src.is_file() {
-        super::gguf_import::read_gguf(src)?
-    } else {
-        return Err(GristError::data(src, "no such file or folder"));
-    };
+    let m = read_model(src)?;
     std::fs::create_dir_all(dest).map_err(|e| GristError::io(dest, e))?;
-    checkpoint::write_model(dest, &cfg, &weights, None)?;
-    if let Some(t) = tokenizer {
+    checkpoint::write_model(dest, &m.config, &m.weights, None)?;
+    if let Some(t) = m.tokenizer {
         let p = dest.join(checkpoint::TOKENIZER_FILE);
         std::fs::write(&p, t).map_err(|e| GristError::io(&p, e))?;
     }
-    Ok(cfg)
+    if let Some(t) = m.chat_template {
+        let p = dest.join(checkpoint::CHAT_TEMPLATE_FILE);
+        std::fs::write(&p, t).map_err(|e| GristError::io(&p, e))?;
+    }
+    Ok(m.config)
 }
 
 fn num(cfg: &Value, key: &str, path: &Path) -> Result<usize> {
