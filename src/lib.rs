@@ -10,6 +10,7 @@ pub mod error;
 pub mod inspect;
 pub mod io;
 pub mod stages;
+pub mod synth;
 pub mod text;
 pub mod tokens;
 pub mod train;

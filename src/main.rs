@@ -104,6 +104,8 @@ enum Command {
     Generate(train_cli::GenerateArgs),
     /// A checkpoint's loss on a `mix` split.
     Evaluate(train_cli::EvaluateArgs),
+    /// Serve a checkpoint or GGUF file over an OpenAI-compatible HTTP API.
+    Serve(train_cli::ServeArgs),
 }
 
 #[derive(Subcommand)]
@@ -393,6 +395,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
         Command::Export(a) => train_cli::export(a)?,
         Command::Generate(a) => train_cli::generate(a)?,
         Command::Evaluate(a) => train_cli::evaluate(a)?,
+        Command::Serve(a) => train_cli::serve(a)?,
         Command::Inspect {
             path,
             rows,

@@ -1,4 +1,5 @@
-//! The trainer's subcommands: `train`, `import`, `export`, `generate`, `evaluate`.
+//! The trainer's subcommands: `train`, `import`, `export`, `generate`, `evaluate`, and `serve`
+//! (an OpenAI-compatible server over the same inference).
 
 use std::path::PathBuf;
 
@@ -33,6 +34,7 @@ pub struct ExportArgs {
 
 #[derive(Args)]
 pub struct GenerateArgs {
+    /// A grist checkpoint directory or a GGUF file.
     pub checkpoint: PathBuf,
     /// Text to continue (encoded with the checkpoint's tokenizer.json).
     #[arg(long, conflicts_with = "prompt_ids")]
@@ -151,6 +153,51 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
             out["text"].as_str().unwrap_or("")
         );
     }
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct ServeArgs {
+    /// A grist checkpoint directory (with tokenizer.json) or a GGUF file.
+    pub model: PathBuf,
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port; the chosen one is printed).
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// The model id `/v1/models` reports (default: the file or folder name).
+    #[arg(long)]
+    pub model_name: Option<String>,
+    /// Append one JSON line per request (body hash, status, tokens, milliseconds) to this file.
+    #[arg(long)]
+    pub request_log: Option<PathBuf>,
+    /// Requests decoded together at most (continuous batching).
+    #[arg(long, default_value_t = 16)]
+    pub max_batch: usize,
+    /// Recent long prompts whose keys and values are kept for prompts sharing their prefix.
+    #[arg(long, default_value_t = 4)]
+    pub prefix_cache: usize,
+    /// Worker threads for the model (default: all cores).
+    #[arg(long, short = 'j')]
+    pub threads: Option<usize>,
+}
+
+pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
+    threads(a.threads)?;
+    let model = grist::synth::local::ServedModel::load(&a.model)?;
+    grist::synth::serve::serve(
+        model,
+        &grist::synth::serve::ServeOptions {
+            host: a.host,
+            port: a.port,
+            model_name: a.model_name,
+            request_log: a.request_log,
+            engine: grist::synth::local::EngineOptions {
+                max_batch: a.max_batch,
+                prefix_cache: a.prefix_cache,
+            },
+        },
+    )?;
     Ok(())
 }
 

@@ -1,0 +1,355 @@
+//! grist's own inference behind `grist serve` and `backend: local`: a model (grist checkpoint or
+//! GGUF file) with its tokenizer and chat template, and an engine thread that decodes every
+//! request in flight together (continuous batching): each step, new requests bring their prompt
+//! and running ones one token, through one forward pass. Prompts that share a long prefix with a
+//! recent one (Self-Instruct's few-shot templates) reuse its keys and values.
+
+use std::path::Path;
+use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::{Arc, Mutex};
+
+use tokenizers::Tokenizer;
+
+use super::chat::{ChatTemplate, Message};
+use crate::error::{GristError, Result};
+use crate::tokens::mixing::SplitMix64;
+use crate::train::config::ModelConfig;
+use crate::train::cpu::infer::{Forward, KvCache};
+use crate::train::generate::{Finish, SamplingParams, sample};
+use crate::train::params::Weights;
+
+/// A model ready to serve.
+pub struct ServedModel {
+    /// The id clients name it by (`/v1/models`).
+    pub name: String,
+    pub config: ModelConfig,
+    pub weights: Weights,
+    pub tokenizer: Tokenizer,
+    /// The chat template, or why chat is unavailable.
+    pub chat: std::result::Result<ChatTemplate, String>,
+    /// Tokens that end generation: EOS and the chat template's end-of-turn token.
+    pub stop_ids: Vec<u32>,
+}
+
+impl ServedModel {
+    /// Loads a grist checkpoint directory or a `.gguf` file.
+    pub fn load(path: &Path) -> Result<ServedModel> {
+        let (config, weights, tokenizer, template) = if path.is_dir() {
+            let m = crate::train::checkpoint::load_model(path)?;
+            let tok = m.tokenizer.ok_or_else(|| {
+                GristError::data(
+                    path,
+                    "the checkpoint has no tokenizer.json; serving needs one",
+                )
+            })?;
+            let tok = crate::tokens::encoder::load_tokenizer(&tok)?;
+            (m.config, m.weights, tok, m.chat_template)
+        } else if path.is_file() {
+            let m = crate::train::gguf_import::read_gguf(path)?;
+            let bytes = m.tokenizer.ok_or_else(|| {
+                GristError::data(path, "the GGUF file has no tokenizer grist can rebuild")
+            })?;
+            let tok = Tokenizer::from_bytes(&bytes)
+                .map_err(|e| GristError::data(path, format!("its tokenizer does not load: {e}")))?;
+            (m.config, m.weights, tok, m.chat_template)
+        } else {
+            return Err(GristError::data(path, "no such checkpoint or GGUF file"));
+        };
+        let chat = match template {
+            Some(t) => ChatTemplate::from_jinja(&t).map_err(|e| e.to_string()),
+            None => Err("the model has no chat template; use /v1/completions".to_string()),
+        };
+        let mut stop_ids: Vec<u32> = config.eos_token_id.into_iter().collect();
+        if let Ok(t) = &chat
+            && let Some(id) = tokenizer.token_to_id(t.end_of_turn())
+            && !stop_ids.contains(&id)
+        {
+            stop_ids.push(id);
+        }
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "grist".into());
+        Ok(ServedModel {
+            name,
+            config,
+            weights,
+            tokenizer,
+            chat,
+            stop_ids,
+        })
+    }
+
+    /// Token ids of `text`, without added special tokens (a chat prompt names its own).
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        Ok(self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| GristError::Usage(format!("cannot tokenize the prompt: {e}")))?
+            .get_ids()
+            .to_vec())
+    }
+
+    pub fn decode(&self, ids: &[u32]) -> String {
+        self.tokenizer.decode(ids, true).unwrap_or_default()
+    }
+
+    /// The prompt for a conversation.
+    pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
+        match &self.chat {
+            Ok(t) => Ok(t.render(messages)),
+            Err(why) => Err(GristError::Usage(why.clone())),
+        }
+    }
+}
+
+/// How to sample one completion.
+#[derive(Debug, Clone)]
+pub struct GenParams {
+    pub max_tokens: usize,
+    pub temperature: f32,
+    pub top_p: f32,
+    /// Generation stops before the first of these strings.
+    pub stop: Vec<String>,
+    pub seed: u64,
+}
+
+/// One finished completion.
+#[derive(Debug, Clone)]
+pub struct Completion {
+    pub text: String,
+    pub finish: Finish,
+    pub prompt_tokens: usize,
+    pub completion_tokens: usize,
+}
+
+struct Job {
+    prompt: Vec<u32>,
+    params: GenParams,
+    reply: Sender<Result<Completion>>,
+}
+
+/// Engine settings.
+#[derive(Debug, Clone, Copy)]
+pub struct EngineOptions {
+    /// Sequences decoded together at most.
+    pub max_batch: usize,
+    /// Recent prompts whose keys and values are kept for reuse by prompts sharing a prefix.
+    pub prefix_cache: usize,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            max_batch: 8,
+            prefix_cache: 4,
+        }
+    }
+}
+
+/// The decoding thread and its queue.
+pub struct LocalEngine {
+    pub model: Arc<ServedModel>,
+    queue: Mutex<Sender<Job>>,
+}
+
+impl LocalEngine {
+    pub fn start(model: Arc<ServedModel>, opts: EngineOptions) -> LocalEngine {
+        let (tx, rx) = mpsc::channel();
+        let m = model.clone();
+        std::thread::Builder::new()
+            .name("grist-decode".into())
+            .spawn(move || run_engine(&m, rx, opts))
+            .expect("spawn the decoding thread");
+        LocalEngine {
+            model,
+            queue: Mutex::new(tx),
+        }
+    }
+
+    /// Completes `prompt` (text), waiting for the engine.
+    pub fn complete(&self, prompt: &str, params: GenParams) -> Result<Completion> {
+        let ids = self.model.encode(prompt)?;
+        self.complete_ids(ids, params)
+    }
+
+    pub fn complete_ids(&self, prompt: Vec<u32>, params: GenParams) -> Result<Completion> {
+        let ctx = self.model.config.max_position_embeddings;
+        if prompt.is_empty() {
+            return Err(GristError::Usage("the prompt is empty".into()));
+        }
+        if prompt.len() >= ctx {
+            return Err(GristError::Usage(format!(
+                "the prompt has {} tokens; the model's context is {ctx}",
+                prompt.len()
+            )));
+        }
+        if params.max_tokens == 0 {
+            return Err(GristError::Usage("max_tokens must be at least 1".into()));
+        }
+        let (reply, answer) = mpsc::channel();
+        let job = Job {
+            prompt,
+            params,
+            reply,
+        };
+        self.queue
+            .lock()
+            .expect("queue lock")
+            .send(job)
+            .map_err(|_| GristError::Usage("the decoding thread has stopped".into()))?;
+        answer
+            .recv()
+            .map_err(|_| GristError::Usage("the decoding thread has stopped".into()))?
+    }
+}
+
+struct Active {
+    job: Job,
+    cache: KvCache,
+    feed: Vec<u32>,
+    prefilled: bool,
+    ids: Vec<u32>,
+    rng: SplitMix64,
+    sampling: SamplingParams,
+}
+
+fn run_engine(model: &ServedModel, rx: Receiver<Job>, opts: EngineOptions) {
+    let mut forward = Forward::new(&model.config, &model.weights);
+    let mut prefixes: Vec<(Vec<u32>, KvCache)> = Vec::new();
+    let mut active: Vec<Active> = Vec::new();
+    let ctx = model.config.max_position_embeddings;
+    loop {
+        if active.is_empty() {
+            match rx.recv() {
+                Ok(job) => active.push(admit(model, job, &mut prefixes, ctx)),
+                Err(_) => return,
+            }
+        }
+        while active.len() < opts.max_batch.max(1) {
+            match rx.try_recv() {
+                Ok(job) => active.push(admit(model, job, &mut prefixes, ctx)),
+                Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            }
+        }
+        let logits = {
+            let tokens: Vec<Vec<u32>> = active.iter().map(|a| a.feed.clone()).collect();
+            let token_refs: Vec<&[u32]> = tokens.iter().map(Vec::as_slice).collect();
+            let mut caches: Vec<&mut KvCache> = active.iter_mut().map(|a| &mut a.cache).collect();
+            forward.run(&mut caches, &token_refs)
+        };
+        let mut still = Vec::with_capacity(active.len());
+        for (mut a, logits) in active.drain(..).zip(logits) {
+            if !a.prefilled {
+                a.prefilled = true;
+                remember_prefix(&mut prefixes, &a, opts.prefix_cache);
+            }
+            let next = sample(&logits, &a.sampling, &mut a.rng);
+            a.ids.push(next);
+            match finished(model, &a, ctx) {
+                Some((text, finish)) => {
+                    let done = Completion {
+                        text,
+                        finish,
+                        prompt_tokens: a.job.prompt.len(),
+                        completion_tokens: a.ids.len(),
+                    };
+                    let _ = a.job.reply.send(Ok(done));
+                }
+                None => {
+                    a.feed = vec![next];
+                    still.push(a);
+                }
+            }
+        }
+        active = still;
+    }
+}
+
+/// Prompts shorter than this are not worth keeping for prefix reuse.
+const MIN_PREFIX: usize = 64;
+
+fn admit(
+    model: &ServedModel,
+    job: Job,
+    prefixes: &mut [(Vec<u32>, KvCache)],
+    ctx: usize,
+) -> Active {
+    let p = &job.params;
+    let sampling = SamplingParams {
+        temperature: p.temperature,
+        top_k: 0,
+        top_p: p.top_p,
+        max_new_tokens: p.max_tokens.min(ctx - job.prompt.len()),
+        stop_ids: model.stop_ids.clone(),
+        seed: p.seed,
+    };
+    // The longest shared prefix among recent prompts, leaving at least one token to feed.
+    let best = prefixes
+        .iter()
+        .enumerate()
+        .map(|(i, (toks, _))| {
+            let common = toks
+                .iter()
+                .zip(&job.prompt)
+                .take_while(|(a, b)| a == b)
+                .count();
+            (i, common.min(job.prompt.len() - 1))
+        })
+        .max_by_key(|&(_, n)| n);
+    let (cache, start) = match best {
+        Some((i, n)) if n >= MIN_PREFIX => {
+            let mut c = prefixes[i].1.clone();
+            c.truncate(n);
+            (c, n)
+        }
+        _ => (KvCache::new(&model.config), 0),
+    };
+    Active {
+        feed: job.prompt[start..].to_vec(),
+        cache,
+        prefilled: false,
+        ids: Vec::new(),
+        // The same stream as `grist generate`'s for the same seed.
+        rng: SplitMix64(sampling.seed ^ 0x5a3b1e),
+        sampling,
+        job,
+    }
+}
+
+fn remember_prefix(prefixes: &mut Vec<(Vec<u32>, KvCache)>, a: &Active, keep: usize) {
+    if keep == 0 || a.job.prompt.len() < MIN_PREFIX {
+        return;
+    }
+    prefixes.retain(|(t, _)| *t != a.job.prompt);
+    if prefixes.len() >= keep {
+        prefixes.remove(0);
+    }
+    prefixes.push((a.job.prompt.clone(), a.cache.clone()));
+}
+
+/// The text and finish reason when `a` is done.
+fn finished(model: &ServedModel, a: &Active, ctx: usize) -> Option<(String, Finish)> {
+    let last = *a.ids.last()?;
+    if a.sampling.stop_ids.contains(&last) {
+        return Some((model.decode(&a.ids), Finish::Stop));
+    }
+    let text = (!a.job.params.stop.is_empty()).then(|| model.decode(&a.ids));
+    if let Some(text) = &text {
+        let cut = a
+            .job
+            .params
+            .stop
+            .iter()
+            .filter(|s| !s.is_empty())
+            .filter_map(|s| text.find(s.as_str()))
+            .min();
+        if let Some(cut) = cut {
+            return Some((text[..cut].to_string(), Finish::Stop));
+        }
+    }
+    if a.ids.len() >= a.sampling.max_new_tokens || a.job.prompt.len() + a.ids.len() >= ctx {
+        return Some((text.unwrap_or_else(|| model.decode(&a.ids)), Finish::Length));
+    }
+    None
+}

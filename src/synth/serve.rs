@@ -1,0 +1,282 @@
+//! `grist serve MODEL --port P`: an OpenAI-compatible server over grist's own inference.
+//! `/v1/models`, `/v1/chat/completions` (the model's chat template) and `/v1/completions`;
+//! non-streaming; `temperature`, `top_p`, `max_tokens`, `stop`, `seed`, and `n` of 1. Requests
+//! in flight are decoded together by one engine thread. With a request log, every request is
+//! one JSON line: the xxh3-128 hash of its body (the client's cache key), status and token counts.
+
+use std::io::Write;
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use serde_json::{Value, json};
+
+use super::chat::Message;
+use super::http::{self, HttpRequest, HttpResponse};
+use super::local::{EngineOptions, GenParams, LocalEngine, ServedModel};
+use crate::error::{GristError, Result};
+
+pub struct ServeOptions {
+    pub host: String,
+    pub port: u16,
+    /// The id `/v1/models` reports and requests may name (default: the file or folder name).
+    pub model_name: Option<String>,
+    pub request_log: Option<PathBuf>,
+    pub engine: EngineOptions,
+}
+
+struct Server {
+    engine: LocalEngine,
+    name: String,
+    log: Option<Mutex<std::fs::File>>,
+}
+
+/// Runs until the process is stopped.
+pub fn serve(model: ServedModel, opts: &ServeOptions) -> Result<()> {
+    let mut model = model;
+    if let Some(n) = &opts.model_name {
+        model.name = n.clone();
+    }
+    let name = model.name.clone();
+    let log = match &opts.request_log {
+        Some(p) => Some(Mutex::new(
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(p)
+                .map_err(|e| GristError::io(p, e))?,
+        )),
+        None => None,
+    };
+    let addr = format!("{}:{}", opts.host, opts.port);
+    let listener = TcpListener::bind(&addr)
+        .map_err(|e| GristError::Usage(format!("cannot listen on {addr}: {e}")))?;
+    let bound = listener.local_addr().map(|a| a.to_string()).unwrap_or(addr);
+    let server = Arc::new(Server {
+        engine: LocalEngine::start(Arc::new(model), opts.engine),
+        name: name.clone(),
+        log,
+    });
+    eprintln!("grist serve: listening on http://{bound} (model {name})");
+    http::run(
+        listener,
+        Arc::new(move |req: &HttpRequest| server.handle(req)),
+    );
+    Ok(())
+}
+
+/// An error answer in OpenAI's shape.
+struct ApiError {
+    status: u16,
+    message: String,
+}
+
+fn bad(message: impl Into<String>) -> ApiError {
+    ApiError {
+        status: 400,
+        message: message.into(),
+    }
+}
+
+impl Server {
+    fn handle(&self, req: &HttpRequest) -> HttpResponse {
+        let started = Instant::now();
+        let method = req.method.to_ascii_uppercase();
+        let (status, answer, usage) = match self.route(&method, &req.path, &req.body) {
+            Ok((v, usage)) => (200, serde_json::to_vec(&v).expect("json"), usage),
+            Err(e) => (e.status, http::error(e.status, &e.message).body, (0, 0)),
+        };
+        if let Some(log) = &self.log {
+            let line = json!({
+                "method": method,
+                "path": req.path,
+                "hash": format!("{:032x}", xxhash_rust::xxh3::xxh3_128(&req.body)),
+                "status": status,
+                "prompt_tokens": usage.0,
+                "completion_tokens": usage.1,
+                "ms": started.elapsed().as_millis() as u64,
+            });
+            let mut f = log.lock().expect("log lock");
+            let _ = writeln!(f, "{line}");
+        }
+        HttpResponse {
+            status,
+            body: answer,
+        }
+    }
+
+    fn route(
+        &self,
+        method: &str,
+        path: &str,
+        body: &[u8],
+    ) -> std::result::Result<(Value, (usize, usize)), ApiError> {
+        let path = path.trim_end_matches('/');
+        match (method, path) {
+            ("GET", "/v1/models") => Ok((
+                json!({"object": "list", "data": [
+                    {"id": self.name, "object": "model", "created": 0, "owned_by": "grist"}
+                ]}),
+                (0, 0),
+            )),
+            ("POST", "/v1/chat/completions") => self.completion(body, true),
+            ("POST", "/v1/completions") => self.completion(body, false),
+            (_, "/v1/models" | "/v1/chat/completions" | "/v1/completions") => Err(ApiError {
+                status: 405,
+                message: format!("{method} is not allowed on {path}"),
+            }),
+            _ => Err(ApiError {
+                status: 404,
+                message: format!(
+                    "no route {path}; grist serves /v1/models, /v1/chat/completions and /v1/completions"
+                ),
+            }),
+        }
+    }
+
+    fn completion(
+        &self,
+        body: &[u8],
+        chat: bool,
+    ) -> std::result::Result<(Value, (usize, usize)), ApiError> {
+        let v: Value =
+            serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
+        let (prompt, params) = self.request(&v, chat)?;
+        let c = self.engine.complete(&prompt, params).map_err(|e| match e {
+            GristError::Usage(m) => bad(m),
+            other => ApiError {
+                status: 500,
+                message: other.to_string(),
+            },
+        })?;
+        let created = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let id = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(body) ^ created);
+        let usage = json!({
+            "prompt_tokens": c.prompt_tokens,
+            "completion_tokens": c.completion_tokens,
+            "total_tokens": c.prompt_tokens + c.completion_tokens,
+        });
+        let finish = c.finish.as_str();
+        let answer = if chat {
+            json!({
+                "id": format!("chatcmpl-{id}"), "object": "chat.completion", "created": created,
+                "model": self.name,
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": c.text},
+                             "logprobs": null, "finish_reason": finish}],
+                "usage": usage,
+            })
+        } else {
+            json!({
+                "id": format!("cmpl-{id}"), "object": "text_completion", "created": created,
+                "model": self.name,
+                "choices": [{"index": 0, "text": c.text, "logprobs": null, "finish_reason": finish}],
+                "usage": usage,
+            })
+        };
+        Ok((answer, (c.prompt_tokens, c.completion_tokens)))
+    }
+
+    /// The prompt text and sampling parameters of a request body.
+    fn request(&self, v: &Value, chat: bool) -> std::result::Result<(String, GenParams), ApiError> {
+        if v["stream"].as_bool() == Some(true) {
+            return Err(bad("streaming is not supported; send `stream: false`"));
+        }
+        if let Some(n) = v.get("n").filter(|n| !n.is_null())
+            && n.as_u64() != Some(1)
+        {
+            return Err(bad("`n` must be 1; send several requests instead"));
+        }
+        let num = |key: &str, default: f64| -> std::result::Result<f64, ApiError> {
+            match v.get(key) {
+                None | Some(Value::Null) => Ok(default),
+                Some(x) => x
+                    .as_f64()
+                    .ok_or_else(|| bad(format!("`{key}` must be a number"))),
+            }
+        };
+        let temperature = num("temperature", 1.0)?;
+        let top_p = num("top_p", 1.0)?;
+        if !(0.0..=2.0).contains(&temperature) {
+            return Err(bad("`temperature` must be between 0 and 2"));
+        }
+        if !(top_p > 0.0 && top_p <= 1.0) {
+            return Err(bad("`top_p` must be in (0, 1]"));
+        }
+        let ctx = self.engine.model.config.max_position_embeddings;
+        let max_tokens = match v.get("max_completion_tokens").or(v.get("max_tokens")) {
+            None | Some(Value::Null) => {
+                if chat {
+                    ctx
+                } else {
+                    16
+                }
+            }
+            Some(x) => x
+                .as_u64()
+                .filter(|&m| m >= 1)
+                .ok_or_else(|| bad("`max_tokens` must be a positive integer"))?
+                as usize,
+        };
+        let stop = match v.get("stop") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(Value::String(s)) => vec![s.clone()],
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|s| s.as_str().map(str::to_string))
+                .collect::<Option<Vec<_>>>()
+                .ok_or_else(|| bad("`stop` must be a string or a list of strings"))?,
+            Some(_) => return Err(bad("`stop` must be a string or a list of strings")),
+        };
+        let seed = match v.get("seed") {
+            None | Some(Value::Null) => {
+                // No seed: a different sample each time, as OpenAI does.
+                let t = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_nanos() as u64)
+                    .unwrap_or(0);
+                xxhash_rust::xxh3::xxh3_64(&t.to_le_bytes())
+            }
+            Some(x) => x
+                .as_u64()
+                .or_else(|| x.as_i64().map(|i| i as u64))
+                .ok_or_else(|| bad("`seed` must be an integer"))?,
+        };
+        let prompt = if chat {
+            let messages: Vec<Message> =
+                serde_json::from_value(v["messages"].clone()).map_err(|e| {
+                    bad(format!(
+                        "`messages` must be a list of {{role, content}} with string content: {e}"
+                    ))
+                })?;
+            if messages.is_empty() {
+                return Err(bad("`messages` is empty"));
+            }
+            self.engine
+                .model
+                .render_chat(&messages)
+                .map_err(|e| bad(e.to_string()))?
+        } else {
+            match &v["prompt"] {
+                Value::String(s) => s.clone(),
+                Value::Array(a) if a.len() == 1 && a[0].is_string() => {
+                    a[0].as_str().expect("checked").to_string()
+                }
+                _ => return Err(bad("`prompt` must be a string (one prompt per request)")),
+            }
+        };
+        Ok((
+            prompt,
+            GenParams {
+                max_tokens,
+                temperature: temperature as f32,
+                top_p: top_p as f32,
+                stop,
+                seed,
+            },
+        ))
+    }
+}
