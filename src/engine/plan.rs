@@ -491,15 +491,17 @@ fn make_plan(p: &Pipeline, mut shards: HashMap<usize, Vec<Shard>>) -> Result<Pla
         }) {
             let reach = stream_reach(p, root);
             let shards_of_root: Vec<(Shard, String, Option<usize>)> = match &p.nodes[root].stage {
-                Stage::Barrier(_) => {
+                Stage::Barrier(barrier) => {
                     let b = &barriers[&root];
-                    b.inputs
-                        .iter()
+                    barrier
+                        .output_files(&b.dir, &b.inputs)
+                        .unwrap_or_else(|| b.inputs.iter().map(|i| i.path.clone()).collect())
+                        .into_iter()
                         .enumerate()
-                        .map(|(k, input)| {
+                        .map(|(k, path)| {
                             let name = format!("{}-{k:05}", p.nodes[root].id);
                             let shard = Shard {
-                                path: input.path.clone(),
+                                path,
                                 name: name.clone(),
                             };
                             (shard, name, Some(k))

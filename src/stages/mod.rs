@@ -11,6 +11,7 @@
 pub mod c4_quality;
 pub mod classifier_train;
 pub mod doc_filter;
+pub mod evol_instruct;
 pub mod exact_dedup;
 pub mod fineweb_quality;
 pub mod gopher_quality;
@@ -23,6 +24,7 @@ pub mod read_jsonl;
 pub mod read_parquet;
 pub mod read_text;
 pub mod registry;
+pub mod self_instruct;
 pub mod sql;
 pub mod tokenize;
 pub mod tokenizer_train;
@@ -241,6 +243,12 @@ pub trait Barrier: Send + Sync {
     /// its rows on does not count them again. Otherwise the output stream does the counting.
     fn counts_rows_in_phases(&self) -> bool {
         false
+    }
+    /// Files the phases write that the output stream reads instead of the input shards (rows a
+    /// generator made), one stream task each, in order; `None`: the input shards stream through.
+    fn output_files(&self, dir: &Path, inputs: &[BarrierInput]) -> Option<Vec<PathBuf>> {
+        let _ = (dir, inputs);
+        None
     }
     /// The schema of the rows passed on, or `None` when the stage passes no rows on.
     fn output_schema(&self, input: SchemaRef) -> Result<Option<SchemaRef>>;

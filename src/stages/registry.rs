@@ -5,6 +5,7 @@ use serde_json::Value as Json;
 
 use super::c4_quality::C4Quality;
 use super::classifier_train::ClassifierTrain;
+use super::evol_instruct::EvolInstruct;
 use super::exact_dedup::ExactDedup;
 use super::fineweb_quality::FinewebQuality;
 use super::gopher_quality::GopherQuality;
@@ -16,6 +17,7 @@ use super::quality_classifier::QualityClassifier;
 use super::read_jsonl::ReadJsonl;
 use super::read_parquet::ReadParquet;
 use super::read_text::ReadText;
+use super::self_instruct::SelfInstruct;
 use super::sql::Sql;
 use super::tokenize::Tokenize;
 use super::tokenizer_train::TokenizerTrain;
@@ -71,6 +73,8 @@ pub fn all() -> Vec<StageType> {
         entry::<TokenizerTrain>(),
         entry::<Tokenize>(),
         entry::<Mix>(),
+        entry::<SelfInstruct>(),
+        entry::<EvolInstruct>(),
         entry::<TrainConfig>(),
         entry::<WriteParquet>(),
         entry::<WriteJsonl>(),

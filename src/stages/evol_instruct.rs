@@ -1,0 +1,234 @@
+//! `evol_instruct`: each input instruction (the rows' `text`) evolved over M rounds with an LLM,
+//! as WizardLM's Evol-Instruct does (the algorithm is in [`crate::synth::evol_instruct`]).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::SchemaRef;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::self_instruct::{GENERATED, cache_dir, llm_files, llm_problems};
+use super::{
+    Barrier, BarrierInput, BarrierOutcome, BarrierTask, BuildContext, ParamProblem, Stage,
+    StageConfig, StageKind, TransformTask,
+};
+use crate::error::{GristError, Result};
+use crate::synth::evol_instruct::{self, Operation, Root, Settings};
+use crate::synth::llm::LlmConfig;
+use crate::synth::rows::{self, TextFormat};
+
+/// Evol-Instruct over any OpenAI-compatible endpoint or a local model. One row per input
+/// instruction and round: kept (`instruction` evolved, `output` its response when `responses`,
+/// `parent`, `root_id`, `round`, `operation`, `generator`, `prompt_hash`) or rejected with the
+/// elimination rule that removed it: `no_information_gain` (rule 1, the LLM judged the two
+/// equal), `llm_struggles` (rule 2), `response_only_stop_words` (rule 3), `copies_prompt_words`
+/// (rule 4), plus `empty_evolution`, `evolution_cut_by_length` and `llm_*` for failed requests.
+/// Answers are cached in `<workdir>/llm-cache`: a killed run resumes without asking again.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvolInstruct {
+    pub llm: LlmConfig,
+    /// Evolution rounds (M).
+    #[serde(default = "default_rounds")]
+    pub rounds: u32,
+    /// Operations picked from uniformly each round (default: all five).
+    #[serde(default = "default_operations")]
+    pub operations: Vec<Operation>,
+    /// Answer each evolved instruction (rules 2 and 3 judge the answer; without responses they
+    /// do not apply and `output` is null).
+    #[serde(default = "default_true")]
+    pub responses: bool,
+    /// A column appended to the instruction (upstream: `instruction + "\r\n" + input`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_column: Option<String>,
+    /// Input instructions used at most (the first ones).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_instructions: Option<usize>,
+    #[serde(default = "default_max_tokens")]
+    pub max_tokens: usize,
+    #[serde(default = "default_max_tokens")]
+    pub response_max_tokens: usize,
+    /// Sampling (upstream: temperature 1, top_p 0.95); the equality judgement is greedy.
+    #[serde(default = "default_temperature")]
+    pub temperature: f32,
+    #[serde(default = "default_top_p")]
+    pub top_p: f32,
+    /// Seeds the operation choices and every request's `seed`.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default = "default_format")]
+    pub text_format: TextFormat,
+}
+
+fn default_rounds() -> u32 {
+    4
+}
+fn default_operations() -> Vec<Operation> {
+    Operation::ALL.to_vec()
+}
+fn default_true() -> bool {
+    true
+}
+fn default_max_tokens() -> usize {
+    2048
+}
+fn default_temperature() -> f32 {
+    1.0
+}
+fn default_top_p() -> f32 {
+    0.95
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_format() -> TextFormat {
+    TextFormat::Chatml
+}
+
+impl StageConfig for EvolInstruct {
+    const TYPE: &'static str = "evol_instruct";
+    const KIND: StageKind = StageKind::Barrier;
+
+    fn check(&self) -> Vec<ParamProblem> {
+        let mut p = llm_problems(&self.llm);
+        if self.rounds == 0 {
+            p.push(ParamProblem {
+                param: "rounds",
+                message: "must be at least 1".into(),
+            });
+        }
+        if self.operations.is_empty() {
+            p.push(ParamProblem {
+                param: "operations",
+                message: "name at least one operation".into(),
+            });
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            p.push(ParamProblem {
+                param: "top_p",
+                message: "must be in (0, 1]".into(),
+            });
+        }
+        p
+    }
+
+    fn uses_files(&self) -> Vec<PathBuf> {
+        llm_files(&self.llm)
+    }
+
+    fn build(&self, _ctx: &BuildContext) -> Result<Stage> {
+        Ok(Stage::Barrier(Arc::new(EvolBarrier {
+            config: self.clone(),
+        })))
+    }
+}
+
+struct EvolBarrier {
+    config: EvolInstruct,
+}
+
+impl EvolBarrier {
+    fn roots(&self, task: &BarrierTask) -> Result<Vec<Root>> {
+        let c = &self.config;
+        let mut roots = Vec::new();
+        for input in task.inputs {
+            super::for_each_stored_batch(&input.path, task.batch_size, |b| {
+                let texts = super::text_values(b)?;
+                let ids = b
+                    .column_by_name(crate::io::ID_COLUMN)
+                    .map(|c| c.as_string::<i32>().clone());
+                let extra = match &c.input_column {
+                    Some(name) => Some(
+                        b.column_by_name(name)
+                            .ok_or_else(|| {
+                                GristError::Usage(format!(
+                                    "input_column: the rows have no column `{name}`"
+                                ))
+                            })?
+                            .as_string_opt::<i32>()
+                            .ok_or_else(|| {
+                                GristError::Usage(format!(
+                                    "input_column: `{name}` is not a string column"
+                                ))
+                            })?
+                            .clone(),
+                    ),
+                    None => None,
+                };
+                for (i, t) in texts.into_iter().enumerate() {
+                    let Some(t) = t else { continue };
+                    let mut instruction = t.trim().to_string();
+                    if let Some(e) = &extra
+                        && !e.is_null(i)
+                        && !e.value(i).trim().is_empty()
+                    {
+                        instruction = format!("{instruction}\r\n{}", e.value(i).trim());
+                    }
+                    let id = match &ids {
+                        Some(a) if !a.is_null(i) => a.value(i).to_string(),
+                        _ => format!("evol-{:06}", roots.len()),
+                    };
+                    roots.push(Root { id, instruction });
+                }
+                Ok(())
+            })?;
+        }
+        if let Some(n) = c.max_instructions {
+            roots.truncate(n);
+        }
+        Ok(roots)
+    }
+}
+
+impl Barrier for EvolBarrier {
+    fn phases(&self) -> Vec<&'static str> {
+        vec!["evolve"]
+    }
+
+    fn task_count(&self, _phase: usize, _inputs: &[BarrierInput]) -> usize {
+        1
+    }
+
+    fn output_files(&self, dir: &Path, _inputs: &[BarrierInput]) -> Option<Vec<PathBuf>> {
+        Some(vec![dir.join(GENERATED)])
+    }
+
+    fn output_schema(&self, _input: SchemaRef) -> Result<Option<SchemaRef>> {
+        Ok(Some(rows::output_schema()))
+    }
+
+    fn start_output(&self, _: &Path, _: usize, _: SchemaRef) -> Result<Box<dyn TransformTask>> {
+        Ok(Box::new(rows::SplitByReason))
+    }
+
+    fn run_task(&self, task: &BarrierTask) -> Result<BarrierOutcome> {
+        let c = &self.config;
+        let roots = self.roots(task)?;
+        let client = crate::synth::llm::LlmClient::new(&c.llm, Some(&cache_dir(task.dir)))?;
+        let settings = Settings {
+            rounds: c.rounds,
+            operations: c.operations.clone(),
+            responses: c.responses,
+            max_tokens: c.max_tokens,
+            response_max_tokens: c.response_max_tokens,
+            temperature: c.temperature,
+            top_p: c.top_p,
+            seed: c.seed,
+            generator: c.llm.generator(),
+        };
+        let out = evol_instruct::run(&client, &roots, &settings);
+        let path = task.dir.join(GENERATED);
+        rows::write(&path, &out, c.text_format)?;
+        let seeds: Vec<String> = roots.iter().map(|r| r.instruction.clone()).collect();
+        let mut stats = rows::report(&out, &client.stats, &seeds);
+        stats
+            .metrics
+            .insert("input_instructions".into(), roots.len() as f64);
+        Ok(BarrierOutcome {
+            outputs: vec![path],
+            stats,
+        })
+    }
+}

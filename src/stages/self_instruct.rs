@@ -1,0 +1,298 @@
+//! `self_instruct`: new instructions, inputs and outputs bootstrapped from seed tasks with an
+//! LLM, as Self-Instruct does (the algorithm is in [`crate::synth::self_instruct`]). The seed
+//! instructions are the `text` of the rows reaching the stage (`read_jsonl` of
+//! `seed_tasks.jsonl` with `text_column: instruction`).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use arrow::datatypes::SchemaRef;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Barrier, BarrierInput, BarrierOutcome, BarrierTask, BuildContext, ParamProblem, Stage,
+    StageConfig, StageKind, TransformTask,
+};
+use crate::error::{GristError, Result};
+use crate::synth::llm::LlmConfig;
+use crate::synth::rows::{self, TextFormat};
+use crate::synth::self_instruct::{self, Settings};
+
+/// Self-Instruct over any OpenAI-compatible endpoint or a local model. Rows out: one per
+/// generated instance (`instruction`, `input`, `output`, `text` in `text_format`, and provenance:
+/// `generator`, `prompt_hash`, `round`, `is_classification`, `rouge_max`, `rouge_mean`,
+/// `most_similar`). Every candidate dropped on the way is a rejected row with its reason:
+/// `too_short`, `too_long`, `keyword_blacklist`, `write_a_program`, `starts_with_punctuation`,
+/// `starts_with_non_ascii`, `too_similar` (ROUGE-L), `response_cut_by_length`,
+/// `no_instructions_parsed`, `no_valid_instances`, or `llm_*` when a request failed for good.
+/// Answers are cached in `<workdir>/llm-cache`: a killed run resumes without asking again.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SelfInstruct {
+    pub llm: LlmConfig,
+    /// Machine instructions to reach before instance generation.
+    #[serde(default = "default_num_instructions")]
+    pub num_instructions: usize,
+    /// Instruction-generation requests at most (the stage stops there if the model rarely
+    /// writes instructions that pass the filters). Default: 4 × `num_instructions`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_requests: Option<usize>,
+    /// In-context instructions per prompt.
+    #[serde(default = "default_prompt_instructions")]
+    pub prompt_instructions: usize,
+    /// Of which machine-written ones, once the pool has them.
+    #[serde(default = "default_machine_in_prompt")]
+    pub machine_in_prompt: usize,
+    /// Instruction requests sent together before their answers join the pool.
+    #[serde(default = "default_batch")]
+    pub request_batch_size: usize,
+    /// Instances kept per instruction at most.
+    #[serde(default = "default_max_instances")]
+    pub max_instances: usize,
+    /// A candidate whose ROUGE-L F against any pool instruction exceeds this is dropped.
+    #[serde(default = "default_threshold")]
+    pub similarity_threshold: f64,
+    /// Upstream applies Python's `capitalize()`, which also lower-cases the rest of the
+    /// instruction; `false` only upper-cases the first letter.
+    #[serde(default = "default_true")]
+    pub lowercase_rest: bool,
+    #[serde(default = "default_instruction_max_tokens")]
+    pub instruction_max_tokens: usize,
+    #[serde(default = "default_instance_max_tokens")]
+    pub instance_max_tokens: usize,
+    /// Sampling for instruction generation (upstream: 0.7 and 0.5); the classification and
+    /// instance steps are greedy.
+    #[serde(default = "default_temperature")]
+    pub temperature: f32,
+    #[serde(default = "default_top_p")]
+    pub top_p: f32,
+    /// Seeds prompt sampling and every request's `seed`.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    #[serde(default = "default_format")]
+    pub text_format: TextFormat,
+}
+
+fn default_num_instructions() -> usize {
+    100
+}
+fn default_prompt_instructions() -> usize {
+    8
+}
+fn default_machine_in_prompt() -> usize {
+    2
+}
+fn default_batch() -> usize {
+    8
+}
+fn default_max_instances() -> usize {
+    5
+}
+fn default_threshold() -> f64 {
+    0.7
+}
+fn default_true() -> bool {
+    true
+}
+fn default_instruction_max_tokens() -> usize {
+    1024
+}
+fn default_instance_max_tokens() -> usize {
+    350
+}
+fn default_temperature() -> f32 {
+    0.7
+}
+fn default_top_p() -> f32 {
+    0.5
+}
+fn default_seed() -> u64 {
+    42
+}
+fn default_format() -> TextFormat {
+    TextFormat::Chatml
+}
+
+/// `llm` problems as parameter problems.
+pub fn llm_problems(llm: &LlmConfig) -> Vec<ParamProblem> {
+    llm.problems()
+        .into_iter()
+        .map(|message| ParamProblem {
+            param: "llm",
+            message,
+        })
+        .collect()
+}
+
+/// The local model, when the stage runs one: a file the stage reads.
+pub fn llm_files(llm: &LlmConfig) -> Vec<PathBuf> {
+    match llm.backend {
+        crate::synth::llm::Backend::Local => vec![PathBuf::from(&llm.model)],
+        crate::synth::llm::Backend::Openai => Vec::new(),
+    }
+}
+
+/// `<workdir>/llm-cache`, from a barrier's `<workdir>/barriers/<id>`.
+pub fn cache_dir(task_dir: &Path) -> PathBuf {
+    task_dir
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(task_dir)
+        .join("llm-cache")
+}
+
+/// The `text` of every stored input row.
+pub fn input_texts(task: &BarrierTask) -> Result<Vec<String>> {
+    let mut out = Vec::new();
+    for input in task.inputs {
+        super::for_each_stored_batch(&input.path, task.batch_size, |b| {
+            out.extend(
+                super::text_values(b)?
+                    .into_iter()
+                    .flatten()
+                    .map(str::to_string),
+            );
+            Ok(())
+        })?;
+    }
+    Ok(out)
+}
+
+pub const GENERATED: &str = "generated.parquet";
+
+impl StageConfig for SelfInstruct {
+    const TYPE: &'static str = "self_instruct";
+    const KIND: StageKind = StageKind::Barrier;
+
+    fn check(&self) -> Vec<ParamProblem> {
+        let mut p = llm_problems(&self.llm);
+        let mut bad = |param: &'static str, ok: bool, message: &str| {
+            if !ok {
+                p.push(ParamProblem {
+                    param,
+                    message: message.into(),
+                });
+            }
+        };
+        bad(
+            "num_instructions",
+            self.num_instructions > 0,
+            "must be at least 1",
+        );
+        bad(
+            "prompt_instructions",
+            self.prompt_instructions > 0,
+            "must be at least 1",
+        );
+        bad(
+            "machine_in_prompt",
+            self.machine_in_prompt <= self.prompt_instructions,
+            "cannot exceed prompt_instructions",
+        );
+        bad(
+            "request_batch_size",
+            self.request_batch_size > 0,
+            "must be at least 1",
+        );
+        bad(
+            "max_instances",
+            self.max_instances > 0,
+            "must be at least 1",
+        );
+        bad(
+            "similarity_threshold",
+            (0.0..=1.0).contains(&self.similarity_threshold),
+            "must be in [0, 1]",
+        );
+        bad(
+            "top_p",
+            self.top_p > 0.0 && self.top_p <= 1.0,
+            "must be in (0, 1]",
+        );
+        p
+    }
+
+    fn uses_files(&self) -> Vec<PathBuf> {
+        llm_files(&self.llm)
+    }
+
+    fn build(&self, _ctx: &BuildContext) -> Result<Stage> {
+        Ok(Stage::Barrier(Arc::new(SelfInstructBarrier {
+            config: self.clone(),
+        })))
+    }
+}
+
+struct SelfInstructBarrier {
+    config: SelfInstruct,
+}
+
+impl Barrier for SelfInstructBarrier {
+    fn phases(&self) -> Vec<&'static str> {
+        vec!["generate"]
+    }
+
+    fn task_count(&self, _phase: usize, _inputs: &[BarrierInput]) -> usize {
+        1
+    }
+
+    fn output_files(&self, dir: &Path, _inputs: &[BarrierInput]) -> Option<Vec<PathBuf>> {
+        Some(vec![dir.join(GENERATED)])
+    }
+
+    fn output_schema(&self, _input: SchemaRef) -> Result<Option<SchemaRef>> {
+        Ok(Some(rows::output_schema()))
+    }
+
+    fn start_output(&self, _: &Path, _: usize, _: SchemaRef) -> Result<Box<dyn TransformTask>> {
+        Ok(Box::new(rows::SplitByReason))
+    }
+
+    fn run_task(&self, task: &BarrierTask) -> Result<BarrierOutcome> {
+        let c = &self.config;
+        let seeds = input_texts(task)?;
+        if seeds.len() < c.prompt_instructions {
+            return Err(GristError::Usage(format!(
+                "self_instruct needs at least prompt_instructions = {} seed instructions; its input has {}",
+                c.prompt_instructions,
+                seeds.len()
+            )));
+        }
+        let client = crate::synth::llm::LlmClient::new(&c.llm, Some(&cache_dir(task.dir)))?;
+        let settings = Settings {
+            num_instructions: c.num_instructions,
+            max_requests: c.max_requests.unwrap_or(4 * c.num_instructions),
+            prompt_instructions: c.prompt_instructions,
+            machine_in_prompt: c.machine_in_prompt,
+            request_batch_size: c.request_batch_size,
+            max_instances: c.max_instances,
+            similarity_threshold: c.similarity_threshold,
+            lowercase_rest: c.lowercase_rest,
+            instruction_max_tokens: c.instruction_max_tokens,
+            instance_max_tokens: c.instance_max_tokens,
+            temperature: c.temperature,
+            top_p: c.top_p,
+            seed: c.seed,
+            generator: c.llm.generator(),
+        };
+        let (out, report) = self_instruct::run(&client, c.llm.api, &seeds, &settings);
+        let path = task.dir.join(GENERATED);
+        rows::write(&path, &out, c.text_format)?;
+        let mut stats = rows::report(&out, &client.stats, &seeds);
+        stats
+            .metrics
+            .insert("seed_instructions".into(), seeds.len() as f64);
+        stats
+            .metrics
+            .insert("instruction_requests".into(), report.requests as f64);
+        stats.metrics.insert(
+            "accepted_instructions".into(),
+            report.accepted_instructions as f64,
+        );
+        Ok(BarrierOutcome {
+            outputs: vec![path],
+            stats,
+        })
+    }
+}
