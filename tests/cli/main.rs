@@ -8,6 +8,7 @@ mod filters;
 mod langid;
 mod resume;
 mod run;
+mod synth;
 mod text;
 mod tokens;
 mod train;
