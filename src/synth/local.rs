@@ -284,7 +284,8 @@ fn admit(
         stop_ids: model.stop_ids.clone(),
         seed: p.seed,
     };
-    // The longest shared prefix among recent prompts, leaving at least one token to feed.
+    // The longest shared prefix among recent prompts, leaving at least two tokens to feed: a
+    // multi-token feed takes the same kernel as a whole prompt, so reuse changes no result.
     let best = prefixes
         .iter()
         .enumerate()
@@ -294,7 +295,7 @@ fn admit(
                 .zip(&job.prompt)
                 .take_while(|(a, b)| a == b)
                 .count();
-            (i, common.min(job.prompt.len() - 1))
+            (i, common.min(job.prompt.len().saturating_sub(2)))
         })
         .max_by_key(|&(_, n)| n);
     let (cache, start) = match best {

@@ -116,6 +116,56 @@ pub fn linear(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, y: &mut [f32])
     par_sgemm(m, k, n, Mat::rows(x, k), Mat::transposed(w, k), 0.0, y);
 }
 
+/// `linear` through the GEMM kernel whatever the row count: each row's arithmetic is the same as
+/// in any other call with the same weights (inference keeps prefill rows on this path).
+pub fn linear_gemm(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, y: &mut [f32]) {
+    par_sgemm(m, k, n, Mat::rows(x, k), Mat::transposed(w, k), 0.0, y);
+}
+
+/// `linear` for decoding steps: a dot product per (row, output feature), each weight row read
+/// once for all `m` rows, parallel over blocks of output features. Decoding is bound by reading
+/// the weights, and this reads them once without packing them first. A row's result does not
+/// depend on `m`.
+pub fn linear_gemv(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, y: &mut [f32]) {
+    const COLS: usize = 64;
+    let mut yt = vec![0.0f32; n * m];
+    yt.par_chunks_mut(COLS * m)
+        .enumerate()
+        .for_each(|(b, block)| {
+            for (jj, out) in block.chunks_mut(m).enumerate() {
+                let j = b * COLS + jj;
+                let wr = &w[j * k..(j + 1) * k];
+                for (i, o) in out.iter_mut().enumerate() {
+                    *o = dot(&x[i * k..(i + 1) * k], wr);
+                }
+            }
+        });
+    for r in 0..m {
+        for c in 0..n {
+            y[r * n + c] = yt[c * m + r];
+        }
+    }
+}
+
+/// Σ a·b with eight independent partial sums (vectorised by the compiler), summed in a fixed
+/// order.
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0.0f32; 8];
+    let (ac, bc) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ac
+        .remainder()
+        .iter()
+        .zip(bc.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ac.zip(bc) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7])) + tail
+}
+
 /// `linear` for a handful of rows, parallel over blocks of output features.
 fn linear_narrow(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, y: &mut [f32]) {
     const COLS: usize = 256;

@@ -1,12 +1,16 @@
 //! Inference with key/value caches. A forward pass takes a ragged batch: each sequence brings
 //! its own cache and new tokens (a whole prompt when it starts, one token per step after), and
 //! every linear layer runs once over all the rows, so decoding many sequences together costs
-//! little more than one. Same operations and weights as training, no saved activations; a row's
-//! arithmetic does not depend on the other rows, so batching does not change results.
+//! little more than one. Same operations and weights as training, no saved activations.
+//!
+//! Rows of a multi-token feed (or a first feed) go through the GEMM kernel, rows of a one-token
+//! decoding step through a GEMV kernel that reads each weight once without packing. Each kernel's
+//! per-row arithmetic is independent of the other rows, so batching never changes a result:
+//! `grist serve` under load answers exactly what `grist generate` does alone.
 
 use rayon::prelude::*;
 
-use super::gemm::linear;
+use super::gemm::{linear_gemm, linear_gemv};
 use super::ops;
 use crate::train::config::ModelConfig;
 use crate::train::params::Weights;
@@ -87,18 +91,45 @@ impl<'a> Forward<'a> {
         let (heads, kv_heads) = (cfg.num_heads, cfg.kv_heads());
         let (qw, kw) = (heads * hd, kv_heads * hd);
         let eps = cfg.norm_eps as f32;
-        // Row r is token tokens[seq[r]][..] at position pos[r].
+        // Row r is a token of sequence seq[r] at position pos[r]; prefill rows come first, then
+        // one row per decoding sequence, so each block takes its own kernel.
+        let is_decoding: Vec<bool> = (0..tokens.len())
+            .map(|s| tokens[s].len() == 1 && caches[s].len > 0)
+            .collect();
+        let decoding = |s: usize| is_decoding[s];
+        let order: Vec<usize> = (0..tokens.len())
+            .filter(|&s| !decoding(s))
+            .chain((0..tokens.len()).filter(|&s| decoding(s)))
+            .collect();
         let mut seq = Vec::new();
         let mut pos = Vec::new();
         let mut flat = Vec::new();
-        for (s, (c, t)) in caches.iter().zip(tokens).enumerate() {
-            for (i, &tok) in t.iter().enumerate() {
+        let mut last_row = vec![0; tokens.len()];
+        for &s in &order {
+            for (i, &tok) in tokens[s].iter().enumerate() {
                 seq.push(s);
-                pos.push(c.len + i);
+                pos.push(caches[s].len + i);
                 flat.push(tok);
             }
+            last_row[s] = flat.len() - 1;
         }
         let n = flat.len();
+        let split = order
+            .iter()
+            .take_while(|&&s| !decoding(s))
+            .map(|&s| tokens[s].len())
+            .sum::<usize>();
+        let linear = |x: &[f32], w: &[f32], m: usize, k: usize, out: usize, y: &mut [f32]| {
+            debug_assert_eq!(m, n);
+            let (xa, xb) = x.split_at(split * k);
+            let (ya, yb) = y.split_at_mut(split * out);
+            if split > 0 {
+                linear_gemm(xa, w, split, k, out, ya);
+            }
+            if split < m {
+                linear_gemv(xb, w, m - split, k, out, yb);
+            }
+        };
         self.rope.ensure(pos.iter().max().map_or(0, |p| p + 1));
         let mut x = vec![0.0f32; n * d];
         ops::embedding_forward(&self.w.embed, &flat, d, &mut x);
@@ -171,21 +202,33 @@ impl<'a> Forward<'a> {
         for (c, t) in caches.iter_mut().zip(tokens) {
             c.len += t.len();
         }
-        // The last row of each sequence through the final norm and the output layer.
+        // The last row of each sequence through the final norm and the output layer, prefill
+        // sequences first again (each with the kernel its rows had).
         let b = tokens.len();
         let mut last = Vec::with_capacity(b * d);
-        let mut end = 0;
-        for t in tokens {
-            end += t.len();
-            last.extend_from_slice(&x[(end - 1) * d..end * d]);
+        for &s in &order {
+            let r = last_row[s];
+            last.extend_from_slice(&x[r * d..(r + 1) * d]);
         }
         let mut xf = vec![0.0f32; b * d];
         let mut r = vec![0.0f32; b];
         ops::rmsnorm_forward(&last, &self.w.norm, eps, d, &mut xf, &mut r);
         let vocab = cfg.vocab_size;
         let mut logits = vec![0.0f32; b * vocab];
-        linear(&xf, self.w.output(), b, d, vocab, &mut logits);
-        logits.chunks(vocab).map(<[f32]>::to_vec).collect()
+        let heads_split = order.iter().take_while(|&&s| !decoding(s)).count();
+        let (xa, xb) = xf.split_at(heads_split * d);
+        let (la, lb) = logits.split_at_mut(heads_split * vocab);
+        if heads_split > 0 {
+            linear_gemm(xa, self.w.output(), heads_split, d, vocab, la);
+        }
+        if heads_split < b {
+            linear_gemv(xb, self.w.output(), b - heads_split, d, vocab, lb);
+        }
+        let mut out = vec![Vec::new(); b];
+        for (i, &s) in order.iter().enumerate() {
+            out[s] = logits[i * vocab..(i + 1) * vocab].to_vec();
+        }
+        out
     }
 }
 
