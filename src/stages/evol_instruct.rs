@@ -24,7 +24,8 @@ use crate::synth::rows::{self, TextFormat};
 /// `parent`, `root_id`, `round`, `operation`, `generator`, `prompt_hash`) or rejected with the
 /// elimination rule that removed it: `no_information_gain` (rule 1, the LLM judged the two
 /// equal), `llm_struggles` (rule 2), `response_only_stop_words` (rule 3), `copies_prompt_words`
-/// (rule 4), plus `empty_evolution`, `evolution_cut_by_length` and `llm_*` for failed requests.
+/// (rule 4), plus `empty_evolution` and `llm_*` (`judge_llm_*`, `response_llm_*`) for failed
+/// requests. A rewrite cut by `max_tokens` is kept with `finish_reason: length`, as upstream keeps it.
 /// Answers are cached in `<workdir>/llm-cache`: a killed run resumes without asking again.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]

@@ -199,10 +199,10 @@ pub fn run(client: &LlmClient, roots: &[Root], s: &Settings) -> Vec<SynthRow> {
                     row.instruction = a.text.trim().to_string();
                     row.prompt_hash = Some(a.key.clone());
                     row.finish_reason = Some(a.finish_reason.clone());
+                    // A rewrite cut by `max_tokens` is kept, as upstream keeps whatever came
+                    // back; `finish_reason` records it.
                     row.reject_reason = if row.instruction.is_empty() {
                         Some("empty_evolution".into())
-                    } else if a.finish_reason == "length" {
-                        Some("evolution_cut_by_length".into())
                     } else if copies_prompt_words(&row.instruction) {
                         Some("copies_prompt_words".into())
                     } else {
