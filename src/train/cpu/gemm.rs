@@ -135,6 +135,12 @@ pub fn linear_gemv(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, y: &mut [
             for (jj, out) in block.chunks_mut(m).enumerate() {
                 let j = b * COLS + jj;
                 let wr = &w[j * k..(j + 1) * k];
+                #[cfg(target_arch = "x86_64")]
+                if avx2_fma() {
+                    // SAFETY: the CPU has AVX2 and FMA (checked); slices are bounds-checked.
+                    unsafe { dots_avx2(wr, x, k, out) };
+                    continue;
+                }
                 for (i, o) in out.iter_mut().enumerate() {
                     *o = dot(&x[i * k..(i + 1) * k], wr);
                 }
@@ -144,6 +150,54 @@ pub fn linear_gemv(x: &[f32], w: &[f32], m: usize, k: usize, n: usize, y: &mut [
         for c in 0..n {
             y[r * n + c] = yt[c * m + r];
         }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+fn avx2_fma() -> bool {
+    static HAS: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *HAS.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
+}
+
+/// `out[i] = x_i · w` for the rows of `x` (`[out.len(), k]`), four rows at a time so each load
+/// of `w` serves four FMAs. Each row has its own accumulator and a fixed reduction order, so its
+/// result does not depend on how many rows there are.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dots_avx2(w: &[f32], x: &[f32], k: usize, out: &mut [f32]) {
+    use std::arch::x86_64::*;
+    let m = out.len();
+    assert!(w.len() >= k && x.len() >= m * k);
+    let full = k / 8 * 8;
+    let mut i = 0;
+    while i < m {
+        let g = (m - i).min(4);
+        let mut acc = [_mm256_setzero_ps(); 4];
+        let mut p = 0;
+        while p < full {
+            // SAFETY: p + 8 ≤ k, and rows i..i+g lie within x (asserted above).
+            let wv = unsafe { _mm256_loadu_ps(w.as_ptr().add(p)) };
+            for (r, a) in acc.iter_mut().enumerate().take(g) {
+                let xv = unsafe { _mm256_loadu_ps(x.as_ptr().add((i + r) * k + p)) };
+                *a = _mm256_fmadd_ps(wv, xv, *a);
+            }
+            p += 8;
+        }
+        for (r, a) in acc.iter().enumerate().take(g) {
+            let mut lanes = [0.0f32; 8];
+            // SAFETY: an 8-float buffer.
+            unsafe { _mm256_storeu_ps(lanes.as_mut_ptr(), *a) };
+            let row = &x[(i + r) * k..(i + r + 1) * k];
+            let tail: f32 = row[full..]
+                .iter()
+                .zip(&w[full..k])
+                .map(|(a, b)| a * b)
+                .sum();
+            out[i + r] = ((lanes[0] + lanes[4]) + (lanes[1] + lanes[5]))
+                + ((lanes[2] + lanes[6]) + (lanes[3] + lanes[7]))
+                + tail;
+        }
+        i += g;
     }
 }
 
@@ -212,6 +266,34 @@ pub fn linear_grad_input(
 /// blocks of dw's rows, so the sum over the m tokens is never split.
 pub fn linear_grad_weight(dy: &[f32], x: &[f32], m: usize, k: usize, n: usize, dw: &mut [f32]) {
     par_sgemm(n, m, k, Mat::transposed(dy, n), Mat::rows(x, k), 1.0, dw);
+}
+
+#[cfg(test)]
+mod gemv_tests {
+    use super::*;
+
+    #[test]
+    fn gemv_matches_gemm_closely_and_rows_do_not_depend_on_the_batch() {
+        let (k, n) = (77, 130);
+        let w: Vec<f32> = (0..n * k)
+            .map(|i| ((i * 7919 % 1000) as f32 - 500.0) / 700.0)
+            .collect();
+        let x: Vec<f32> = (0..5 * k)
+            .map(|i| ((i * 104_729 % 997) as f32 - 498.0) / 600.0)
+            .collect();
+        let mut all = vec![0.0; 5 * n];
+        linear_gemv(&x, &w, 5, k, n, &mut all);
+        let mut reference = vec![0.0; 5 * n];
+        linear_gemm(&x, &w, 5, k, n, &mut reference);
+        for (a, b) in all.iter().zip(&reference) {
+            assert!((a - b).abs() <= 1e-4 * (1.0 + b.abs()), "{a} vs {b}");
+        }
+        for r in 0..5 {
+            let mut one = vec![0.0; n];
+            linear_gemv(&x[r * k..(r + 1) * k], &w, 1, k, n, &mut one);
+            assert_eq!(one, all[r * n..(r + 1) * n], "row {r}");
+        }
+    }
 }
 
 #[cfg(test)]
