@@ -9,7 +9,7 @@ use arrow::datatypes::SchemaRef;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::self_instruct::{GENERATED, cache_dir, llm_files, llm_problems};
+use super::self_instruct::{GENERATED, cache_dir, check_local_model, llm_files, llm_problems};
 use super::{
     Barrier, BarrierInput, BarrierOutcome, BarrierTask, BuildContext, ParamProblem, Stage,
     StageConfig, StageKind, TransformTask,
@@ -119,7 +119,8 @@ impl StageConfig for EvolInstruct {
         llm_files(&self.llm)
     }
 
-    fn build(&self, _ctx: &BuildContext) -> Result<Stage> {
+    fn build(&self, ctx: &BuildContext) -> Result<Stage> {
+        check_local_model(&self.llm, ctx)?;
         Ok(Stage::Barrier(Arc::new(EvolBarrier {
             config: self.clone(),
         })))

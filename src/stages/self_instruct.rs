@@ -133,6 +133,20 @@ pub fn llm_files(llm: &LlmConfig) -> Vec<PathBuf> {
     }
 }
 
+/// A `local` model must exist unless a stage of the pipeline makes it (a `train` stage's output).
+pub fn check_local_model(llm: &LlmConfig, ctx: &BuildContext) -> Result<()> {
+    if llm.backend == crate::synth::llm::Backend::Local {
+        let p = Path::new(&llm.model);
+        if !p.exists() && !ctx.made_by_pipeline(p) {
+            return Err(GristError::Usage(format!(
+                "llm.model: {} does not exist (a grist checkpoint directory or a .gguf file; `bash tests/fetch_smollm2.sh` fetches the default SmolLM2)",
+                p.display()
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// `<workdir>/llm-cache`, from a barrier's `<workdir>/barriers/<id>`.
 pub fn cache_dir(task_dir: &Path) -> PathBuf {
     task_dir
@@ -217,7 +231,8 @@ impl StageConfig for SelfInstruct {
         llm_files(&self.llm)
     }
 
-    fn build(&self, _ctx: &BuildContext) -> Result<Stage> {
+    fn build(&self, ctx: &BuildContext) -> Result<Stage> {
+        check_local_model(&self.llm, ctx)?;
         Ok(Stage::Barrier(Arc::new(SelfInstructBarrier {
             config: self.clone(),
         })))

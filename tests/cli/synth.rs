@@ -565,3 +565,35 @@ fn evol_instruct_applies_the_four_elimination_rules_and_keeps_lineage() {
     assert_eq!(r2["output"], "Here is a careful answer with substance.");
     assert_eq!(st["rows_in"], 12);
 }
+
+#[test]
+fn bad_synth_configs_are_clear_errors() {
+    let s = Scratch::new();
+    instructions_jsonl(&s, 10);
+    s.write(
+        "bad.yaml",
+        "name: bad\nworkdir: w\nstages:\n  - {id: seeds, type: read_jsonl, path: seeds.jsonl, text_column: instruction}\n  - id: gen\n    type: self_instruct\n    llm: {backend: local, model: missing.gguf}\n  - id: evo\n    type: evol_instruct\n    inputs: [seeds]\n    llm: {backend: openai, model: m, max_concurrency: 0}\n    rounds: 0\n",
+    );
+    let out = s.grist(&["validate", "bad.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    let t = text(&out);
+    for needle in [
+        "llm.base_url: `backend: openai` needs a base URL",
+        "llm.max_concurrency: must be at least 1",
+        "bad.yaml:12:5",
+    ] {
+        assert!(t.contains(needle), "{needle}: {t}");
+    }
+    // Once the parameters are right, a local model that is not there.
+    s.write(
+        "bad.yaml",
+        "name: bad\nworkdir: w\nstages:\n  - {id: seeds, type: read_jsonl, path: seeds.jsonl, text_column: instruction}\n  - id: gen\n    type: self_instruct\n    llm: {backend: local, model: missing.gguf}\n",
+    );
+    let out = s.grist(&["validate", "bad.yaml"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("missing.gguf does not exist"),
+        "{}",
+        text(&out)
+    );
+}
