@@ -1,23 +1,21 @@
 //! `evol_instruct`: each input instruction (the rows' `text`) evolved over M rounds with an LLM,
 //! as WizardLM's Evol-Instruct does (the algorithm is in [`crate::synth::evol_instruct`]).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use arrow::array::{Array, AsArray};
-use arrow::datatypes::SchemaRef;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::self_instruct::{GENERATED, cache_dir, check_local_model, llm_files, llm_problems};
-use super::{
-    Barrier, BarrierInput, BarrierOutcome, BarrierTask, BuildContext, ParamProblem, Stage,
-    StageConfig, StageKind, TransformTask,
+use super::generating::{
+    Client, Generate, Generated, GeneratingBarrier, check_local_model, llm_files, llm_problems,
 };
+use super::{BarrierTask, BuildContext, ParamProblem, Stage, StageConfig, StageKind};
 use crate::error::{GristError, Result};
 use crate::synth::evol_instruct::{self, Operation, Root, Settings};
 use crate::synth::llm::LlmConfig;
-use crate::synth::rows::{self, TextFormat};
+use crate::synth::rows::TextFormat;
 
 /// Evol-Instruct over any OpenAI-compatible endpoint or a local model. One row per input
 /// instruction and round: kept (`instruction` evolved, `output` its response when `responses`,
@@ -121,19 +119,12 @@ impl StageConfig for EvolInstruct {
 
     fn build(&self, ctx: &BuildContext) -> Result<Stage> {
         check_local_model(&self.llm, ctx)?;
-        Ok(Stage::Barrier(Arc::new(EvolBarrier {
-            config: self.clone(),
-        })))
+        Ok(Stage::Barrier(Arc::new(GeneratingBarrier(self.clone()))))
     }
 }
 
-struct EvolBarrier {
-    config: EvolInstruct,
-}
-
-impl EvolBarrier {
+impl EvolInstruct {
     fn roots(&self, task: &BarrierTask) -> Result<Vec<Root>> {
-        let c = &self.config;
         let mut roots = Vec::new();
         for input in task.inputs {
             super::for_each_stored_batch(&input.path, task.batch_size, |b| {
@@ -141,7 +132,7 @@ impl EvolBarrier {
                 let ids = b
                     .column_by_name(crate::io::ID_COLUMN)
                     .map(|c| c.as_string::<i32>().clone());
-                let extra = match &c.input_column {
+                let extra = match &self.input_column {
                     Some(name) => Some(
                         b.column_by_name(name)
                             .ok_or_else(|| {
@@ -177,60 +168,44 @@ impl EvolBarrier {
                 Ok(())
             })?;
         }
-        if let Some(n) = c.max_instructions {
+        if let Some(n) = self.max_instructions {
             roots.truncate(n);
         }
         Ok(roots)
     }
 }
 
-impl Barrier for EvolBarrier {
-    fn phases(&self) -> Vec<&'static str> {
-        vec!["evolve"]
+impl Generate for EvolInstruct {
+    const PHASE: &'static str = "evolve";
+
+    fn llm(&self) -> &LlmConfig {
+        &self.llm
     }
 
-    fn task_count(&self, _phase: usize, _inputs: &[BarrierInput]) -> usize {
-        1
+    fn text_format(&self) -> TextFormat {
+        self.text_format
     }
 
-    fn output_files(&self, dir: &Path, _inputs: &[BarrierInput]) -> Option<Vec<PathBuf>> {
-        Some(vec![dir.join(GENERATED)])
-    }
-
-    fn output_schema(&self, _input: SchemaRef) -> Result<Option<SchemaRef>> {
-        Ok(Some(rows::output_schema()))
-    }
-
-    fn start_output(&self, _: &Path, _: usize, _: SchemaRef) -> Result<Box<dyn TransformTask>> {
-        Ok(Box::new(rows::SplitByReason))
-    }
-
-    fn run_task(&self, task: &BarrierTask) -> Result<BarrierOutcome> {
-        let c = &self.config;
+    fn generate(&self, task: &BarrierTask, client: Client) -> Result<Generated> {
         let roots = self.roots(task)?;
-        let client = crate::synth::llm::LlmClient::new(&c.llm, Some(&cache_dir(task.dir)))?;
+        let client = client()?;
         let settings = Settings {
-            rounds: c.rounds,
-            operations: c.operations.clone(),
-            responses: c.responses,
-            max_tokens: c.max_tokens,
-            response_max_tokens: c.response_max_tokens,
-            temperature: c.temperature,
-            top_p: c.top_p,
-            seed: c.seed,
-            generator: c.llm.generator(),
+            rounds: self.rounds,
+            operations: self.operations.clone(),
+            responses: self.responses,
+            max_tokens: self.max_tokens,
+            response_max_tokens: self.response_max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            generator: self.llm.generator(),
         };
-        let out = evol_instruct::run(&client, &roots, &settings);
-        let path = task.dir.join(GENERATED);
-        rows::write(&path, &out, c.text_format)?;
-        let seeds: Vec<String> = roots.iter().map(|r| r.instruction.clone()).collect();
-        let mut stats = rows::report(&out, &client.stats, &seeds);
-        stats
-            .metrics
-            .insert("input_instructions".into(), roots.len() as f64);
-        Ok(BarrierOutcome {
-            outputs: vec![path],
-            stats,
+        let rows = evol_instruct::run(&client, &roots, &settings);
+        Ok(Generated {
+            rows,
+            seeds: roots.iter().map(|r| r.instruction.clone()).collect(),
+            metrics: vec![("input_instructions".to_string(), roots.len() as f64)],
+            client,
         })
     }
 }

@@ -14,6 +14,7 @@ pub mod doc_filter;
 pub mod evol_instruct;
 pub mod exact_dedup;
 pub mod fineweb_quality;
+pub mod generating;
 pub mod gopher_quality;
 pub mod gopher_repetition;
 pub mod langid;

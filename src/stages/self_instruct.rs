@@ -3,20 +3,20 @@
 //! instructions are the `text` of the rows reaching the stage (`read_jsonl` of
 //! `seed_tasks.jsonl` with `text_column: instruction`).
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::datatypes::SchemaRef;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::{
-    Barrier, BarrierInput, BarrierOutcome, BarrierTask, BuildContext, ParamProblem, Stage,
-    StageConfig, StageKind, TransformTask,
+use super::generating::{
+    Client, Generate, Generated, GeneratingBarrier, check_local_model, input_texts, llm_files,
+    llm_problems,
 };
+use super::{BarrierTask, BuildContext, ParamProblem, Stage, StageConfig, StageKind};
 use crate::error::{GristError, Result};
 use crate::synth::llm::LlmConfig;
-use crate::synth::rows::{self, TextFormat};
+use crate::synth::rows::TextFormat;
 use crate::synth::self_instruct::{self, Settings};
 
 /// Self-Instruct over any OpenAI-compatible endpoint or a local model. Rows out: one per
@@ -114,67 +114,6 @@ fn default_format() -> TextFormat {
     TextFormat::Chatml
 }
 
-/// `llm` problems as parameter problems.
-pub fn llm_problems(llm: &LlmConfig) -> Vec<ParamProblem> {
-    llm.problems()
-        .into_iter()
-        .map(|message| ParamProblem {
-            param: "llm",
-            message,
-        })
-        .collect()
-}
-
-/// The local model, when the stage runs one: a file the stage reads.
-pub fn llm_files(llm: &LlmConfig) -> Vec<PathBuf> {
-    match llm.backend {
-        crate::synth::llm::Backend::Local => vec![PathBuf::from(&llm.model)],
-        crate::synth::llm::Backend::Openai => Vec::new(),
-    }
-}
-
-/// A `local` model must exist unless a stage of the pipeline makes it (a `train` stage's output).
-pub fn check_local_model(llm: &LlmConfig, ctx: &BuildContext) -> Result<()> {
-    if llm.backend == crate::synth::llm::Backend::Local {
-        let p = Path::new(&llm.model);
-        if !p.exists() && !ctx.made_by_pipeline(p) {
-            return Err(GristError::Usage(format!(
-                "llm.model: {} does not exist (a grist checkpoint directory or a .gguf file; `bash tests/fetch_smollm2.sh` fetches the default SmolLM2)",
-                p.display()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// `<workdir>/llm-cache`, from a barrier's `<workdir>/barriers/<id>`.
-pub fn cache_dir(task_dir: &Path) -> PathBuf {
-    task_dir
-        .parent()
-        .and_then(Path::parent)
-        .unwrap_or(task_dir)
-        .join("llm-cache")
-}
-
-/// The `text` of every stored input row.
-pub fn input_texts(task: &BarrierTask) -> Result<Vec<String>> {
-    let mut out = Vec::new();
-    for input in task.inputs {
-        super::for_each_stored_batch(&input.path, task.batch_size, |b| {
-            out.extend(
-                super::text_values(b)?
-                    .into_iter()
-                    .flatten()
-                    .map(str::to_string),
-            );
-            Ok(())
-        })?;
-    }
-    Ok(out)
-}
-
-pub const GENERATED: &str = "generated.parquet";
-
 impl StageConfig for SelfInstruct {
     const TYPE: &'static str = "self_instruct";
     const KIND: StageKind = StageKind::Barrier;
@@ -233,81 +172,61 @@ impl StageConfig for SelfInstruct {
 
     fn build(&self, ctx: &BuildContext) -> Result<Stage> {
         check_local_model(&self.llm, ctx)?;
-        Ok(Stage::Barrier(Arc::new(SelfInstructBarrier {
-            config: self.clone(),
-        })))
+        Ok(Stage::Barrier(Arc::new(GeneratingBarrier(self.clone()))))
     }
 }
 
-struct SelfInstructBarrier {
-    config: SelfInstruct,
-}
+impl Generate for SelfInstruct {
+    const PHASE: &'static str = "generate";
 
-impl Barrier for SelfInstructBarrier {
-    fn phases(&self) -> Vec<&'static str> {
-        vec!["generate"]
+    fn llm(&self) -> &LlmConfig {
+        &self.llm
     }
 
-    fn task_count(&self, _phase: usize, _inputs: &[BarrierInput]) -> usize {
-        1
+    fn text_format(&self) -> TextFormat {
+        self.text_format
     }
 
-    fn output_files(&self, dir: &Path, _inputs: &[BarrierInput]) -> Option<Vec<PathBuf>> {
-        Some(vec![dir.join(GENERATED)])
-    }
-
-    fn output_schema(&self, _input: SchemaRef) -> Result<Option<SchemaRef>> {
-        Ok(Some(rows::output_schema()))
-    }
-
-    fn start_output(&self, _: &Path, _: usize, _: SchemaRef) -> Result<Box<dyn TransformTask>> {
-        Ok(Box::new(rows::SplitByReason))
-    }
-
-    fn run_task(&self, task: &BarrierTask) -> Result<BarrierOutcome> {
-        let c = &self.config;
+    fn generate(&self, task: &BarrierTask, client: Client) -> Result<Generated> {
         let seeds = input_texts(task)?;
-        if seeds.len() < c.prompt_instructions {
+        if seeds.len() < self.prompt_instructions {
             return Err(GristError::Usage(format!(
                 "self_instruct needs at least prompt_instructions = {} seed instructions; its input has {}",
-                c.prompt_instructions,
+                self.prompt_instructions,
                 seeds.len()
             )));
         }
-        let client = crate::synth::llm::LlmClient::new(&c.llm, Some(&cache_dir(task.dir)))?;
+        let client = client()?;
         let settings = Settings {
-            num_instructions: c.num_instructions,
-            max_requests: c.max_requests.unwrap_or(4 * c.num_instructions),
-            prompt_instructions: c.prompt_instructions,
-            machine_in_prompt: c.machine_in_prompt,
-            request_batch_size: c.request_batch_size,
-            max_instances: c.max_instances,
-            similarity_threshold: c.similarity_threshold,
-            lowercase_rest: c.lowercase_rest,
-            instruction_max_tokens: c.instruction_max_tokens,
-            instance_max_tokens: c.instance_max_tokens,
-            temperature: c.temperature,
-            top_p: c.top_p,
-            seed: c.seed,
-            generator: c.llm.generator(),
+            num_instructions: self.num_instructions,
+            max_requests: self.max_requests.unwrap_or(4 * self.num_instructions),
+            prompt_instructions: self.prompt_instructions,
+            machine_in_prompt: self.machine_in_prompt,
+            request_batch_size: self.request_batch_size,
+            max_instances: self.max_instances,
+            similarity_threshold: self.similarity_threshold,
+            lowercase_rest: self.lowercase_rest,
+            instruction_max_tokens: self.instruction_max_tokens,
+            instance_max_tokens: self.instance_max_tokens,
+            temperature: self.temperature,
+            top_p: self.top_p,
+            seed: self.seed,
+            generator: self.llm.generator(),
         };
-        let (out, report) = self_instruct::run(&client, c.llm.api, &seeds, &settings);
-        let path = task.dir.join(GENERATED);
-        rows::write(&path, &out, c.text_format)?;
-        let mut stats = rows::report(&out, &client.stats, &seeds);
-        stats
-            .metrics
-            .insert("seed_instructions".into(), seeds.len() as f64);
-        stats
-            .metrics
-            .insert("instruction_requests".into(), report.requests as f64);
-        stats.metrics.insert(
-            "accepted_instructions".into(),
-            report.accepted_instructions as f64,
-        );
-        Ok(BarrierOutcome {
-            outputs: vec![path],
-            stats,
+        let (rows, report) = self_instruct::run(&client, self.llm.api, &seeds, &settings);
+        let metrics = vec![
+            ("seed_instructions".to_string(), seeds.len() as f64),
+            ("instruction_requests".to_string(), report.requests as f64),
+            (
+                "accepted_instructions".to_string(),
+                report.accepted_instructions as f64,
+            ),
+        ];
+        Ok(Generated {
+            rows,
+            seeds,
+            metrics,
+            client,
         })
     }
 }
