@@ -37,7 +37,7 @@ pub struct EvolInstruct {
     pub operations: Vec<Operation>,
     /// Answer each evolved instruction (rules 2 and 3 judge the answer; without responses they
     /// do not apply and `output` is null).
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::stages::generating::default_true")]
     pub responses: bool,
     /// A column appended to the instruction (upstream: `instruction + "\r\n" + input`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -55,9 +55,9 @@ pub struct EvolInstruct {
     #[serde(default = "default_top_p")]
     pub top_p: f32,
     /// Seeds the operation choices and every request's `seed`.
-    #[serde(default = "default_seed")]
+    #[serde(default = "crate::stages::generating::default_seed")]
     pub seed: u64,
-    #[serde(default = "default_format")]
+    #[serde(default = "crate::stages::generating::default_format")]
     pub text_format: TextFormat,
 }
 
@@ -67,9 +67,6 @@ fn default_rounds() -> u32 {
 fn default_operations() -> Vec<Operation> {
     Operation::ALL.to_vec()
 }
-fn default_true() -> bool {
-    true
-}
 fn default_max_tokens() -> usize {
     2048
 }
@@ -78,12 +75,6 @@ fn default_temperature() -> f32 {
 }
 fn default_top_p() -> f32 {
     0.95
-}
-fn default_seed() -> u64 {
-    42
-}
-fn default_format() -> TextFormat {
-    TextFormat::Chatml
 }
 
 impl StageConfig for EvolInstruct {

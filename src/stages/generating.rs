@@ -40,6 +40,17 @@ pub struct GeneratingBarrier<T>(pub T);
 
 pub const GENERATED: &str = "generated.parquet";
 
+// Defaults both stages use.
+pub fn default_true() -> bool {
+    true
+}
+pub fn default_seed() -> u64 {
+    42
+}
+pub fn default_format() -> TextFormat {
+    TextFormat::Chatml
+}
+
 impl<T: Generate> Barrier for GeneratingBarrier<T> {
     fn phases(&self) -> Vec<&'static str> {
         vec![T::PHASE]

@@ -55,7 +55,7 @@ pub struct SelfInstruct {
     pub similarity_threshold: f64,
     /// Upstream applies Python's `capitalize()`, which also lower-cases the rest of the
     /// instruction; `false` only upper-cases the first letter.
-    #[serde(default = "default_true")]
+    #[serde(default = "crate::stages::generating::default_true")]
     pub lowercase_rest: bool,
     #[serde(default = "default_instruction_max_tokens")]
     pub instruction_max_tokens: usize,
@@ -68,9 +68,9 @@ pub struct SelfInstruct {
     #[serde(default = "default_top_p")]
     pub top_p: f32,
     /// Seeds prompt sampling and every request's `seed`.
-    #[serde(default = "default_seed")]
+    #[serde(default = "crate::stages::generating::default_seed")]
     pub seed: u64,
-    #[serde(default = "default_format")]
+    #[serde(default = "crate::stages::generating::default_format")]
     pub text_format: TextFormat,
 }
 
@@ -92,9 +92,6 @@ fn default_max_instances() -> usize {
 fn default_threshold() -> f64 {
     0.7
 }
-fn default_true() -> bool {
-    true
-}
 fn default_instruction_max_tokens() -> usize {
     1024
 }
@@ -106,12 +103,6 @@ fn default_temperature() -> f32 {
 }
 fn default_top_p() -> f32 {
     0.5
-}
-fn default_seed() -> u64 {
-    42
-}
-fn default_format() -> TextFormat {
-    TextFormat::Chatml
 }
 
 impl StageConfig for SelfInstruct {
