@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 
 use super::generating::{
     Client, Generate, Generated, GeneratingBarrier, check_local_model, llm_files, llm_problems,
+    require, require_top_p,
 };
 use super::{BarrierTask, BuildContext, ParamProblem, Stage, StageConfig, StageKind};
 use crate::error::{GristError, Result};
@@ -83,24 +84,14 @@ impl StageConfig for EvolInstruct {
 
     fn check(&self) -> Vec<ParamProblem> {
         let mut p = llm_problems(&self.llm);
-        if self.rounds == 0 {
-            p.push(ParamProblem {
-                param: "rounds",
-                message: "must be at least 1".into(),
-            });
-        }
-        if self.operations.is_empty() {
-            p.push(ParamProblem {
-                param: "operations",
-                message: "name at least one operation".into(),
-            });
-        }
-        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
-            p.push(ParamProblem {
-                param: "top_p",
-                message: "must be in (0, 1]".into(),
-            });
-        }
+        require(&mut p, "rounds", self.rounds > 0, "must be at least 1");
+        require(
+            &mut p,
+            "operations",
+            !self.operations.is_empty(),
+            "name at least one operation",
+        );
+        require_top_p(&mut p, self.top_p);
         p
     }
 

@@ -106,6 +106,26 @@ pub fn llm_files(llm: &LlmConfig) -> Vec<PathBuf> {
     }
 }
 
+/// Adds a problem about `param` unless `ok`.
+pub fn require(problems: &mut Vec<ParamProblem>, param: &'static str, ok: bool, message: &str) {
+    if !ok {
+        problems.push(ParamProblem {
+            param,
+            message: message.into(),
+        });
+    }
+}
+
+/// `top_p` must be in (0, 1].
+pub fn require_top_p(problems: &mut Vec<ParamProblem>, top_p: f32) {
+    require(
+        problems,
+        "top_p",
+        top_p > 0.0 && top_p <= 1.0,
+        "must be in (0, 1]",
+    );
+}
+
 /// A `local` model must exist unless a stage of the pipeline makes it (a `train` stage's output).
 pub fn check_local_model(llm: &LlmConfig, ctx: &BuildContext) -> Result<()> {
     if llm.backend == crate::synth::llm::Backend::Local {

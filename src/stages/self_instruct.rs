@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::generating::{
     Client, Generate, Generated, GeneratingBarrier, check_local_model, input_texts, llm_files,
-    llm_problems,
+    llm_problems, require, require_top_p,
 };
 use super::{BarrierTask, BuildContext, ParamProblem, Stage, StageConfig, StageKind};
 use crate::error::{GristError, Result};
@@ -111,49 +111,43 @@ impl StageConfig for SelfInstruct {
 
     fn check(&self) -> Vec<ParamProblem> {
         let mut p = llm_problems(&self.llm);
-        let mut bad = |param: &'static str, ok: bool, message: &str| {
-            if !ok {
-                p.push(ParamProblem {
-                    param,
-                    message: message.into(),
-                });
-            }
-        };
-        bad(
+        require(
+            &mut p,
             "num_instructions",
             self.num_instructions > 0,
             "must be at least 1",
         );
-        bad(
+        require(
+            &mut p,
             "prompt_instructions",
             self.prompt_instructions > 0,
             "must be at least 1",
         );
-        bad(
+        require(
+            &mut p,
             "machine_in_prompt",
             self.machine_in_prompt <= self.prompt_instructions,
             "cannot exceed prompt_instructions",
         );
-        bad(
+        require(
+            &mut p,
             "request_batch_size",
             self.request_batch_size > 0,
             "must be at least 1",
         );
-        bad(
+        require(
+            &mut p,
             "max_instances",
             self.max_instances > 0,
             "must be at least 1",
         );
-        bad(
+        require(
+            &mut p,
             "similarity_threshold",
             (0.0..=1.0).contains(&self.similarity_threshold),
             "must be in [0, 1]",
         );
-        bad(
-            "top_p",
-            self.top_p > 0.0 && self.top_p <= 1.0,
-            "must be in (0, 1]",
-        );
+        require_top_p(&mut p, self.top_p);
         p
     }
 

@@ -164,6 +164,12 @@ pub struct LlmRequest {
 }
 
 impl LlmRequest {
+    /// The prompt `api: completions` sends: the messages' contents, blank-line separated.
+    pub fn prompt_text(&self) -> String {
+        let text: Vec<&str> = self.messages.iter().map(|m| m.content.as_str()).collect();
+        text.join("\n\n")
+    }
+
     /// A single user message.
     pub fn user(prompt: impl Into<String>) -> LlmRequest {
         LlmRequest {
@@ -352,10 +358,7 @@ impl LlmClient {
         });
         match self.config.api {
             Api::Chat => body["messages"] = json!(req.messages),
-            Api::Completions => {
-                let text: Vec<&str> = req.messages.iter().map(|m| m.content.as_str()).collect();
-                body["prompt"] = json!(text.join("\n\n"));
-            }
+            Api::Completions => body["prompt"] = json!(req.prompt_text()),
         }
         if !req.stop.is_empty() {
             body["stop"] = json!(req.stop);
@@ -521,10 +524,7 @@ impl LlmClient {
                 .model
                 .render_chat(&req.messages)
                 .map_err(|e| LlmError::Local(e.to_string()))?,
-            Api::Completions => {
-                let text: Vec<&str> = req.messages.iter().map(|m| m.content.as_str()).collect();
-                text.join("\n\n")
-            }
+            Api::Completions => req.prompt_text(),
         };
         let params = GenParams {
             max_tokens: req.max_tokens,

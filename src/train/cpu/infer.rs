@@ -120,15 +120,7 @@ impl<'a> Forward<'a> {
             .map(|&s| tokens[s].len())
             .sum::<usize>();
         let linear = |x: &[f32], w: &[f32], m: usize, k: usize, out: usize, y: &mut [f32]| {
-            debug_assert_eq!(m, n);
-            let (xa, xb) = x.split_at(split * k);
-            let (ya, yb) = y.split_at_mut(split * out);
-            if split > 0 {
-                linear_gemm(xa, w, split, k, out, ya);
-            }
-            if split < m {
-                linear_gemv(xb, w, m - split, k, out, yb);
-            }
+            linear_split(x, w, split, m, k, out, y)
         };
         self.rope.ensure(pos.iter().max().map_or(0, |p| p + 1));
         let mut x = vec![0.0f32; n * d];
@@ -215,20 +207,26 @@ impl<'a> Forward<'a> {
         ops::rmsnorm_forward(&last, &self.w.norm, eps, d, &mut xf, &mut r);
         let vocab = cfg.vocab_size;
         let mut logits = vec![0.0f32; b * vocab];
-        let heads_split = order.iter().take_while(|&&s| !decoding(s)).count();
-        let (xa, xb) = xf.split_at(heads_split * d);
-        let (la, lb) = logits.split_at_mut(heads_split * vocab);
-        if heads_split > 0 {
-            linear_gemm(xa, self.w.output(), heads_split, d, vocab, la);
-        }
-        if heads_split < b {
-            linear_gemv(xb, self.w.output(), b - heads_split, d, vocab, lb);
-        }
+        let prefilling = order.iter().take_while(|&&s| !decoding(s)).count();
+        linear_split(&xf, self.w.output(), prefilling, b, d, vocab, &mut logits);
         let mut out = vec![Vec::new(); b];
         for (i, &s) in order.iter().enumerate() {
             out[s] = logits[i * vocab..(i + 1) * vocab].to_vec();
         }
         out
+    }
+}
+
+/// `y = x · wᵀ` for `m` rows: the first `split` (prefill rows) through the GEMM kernel, the rest
+/// (decoding rows) through the GEMV kernel.
+fn linear_split(x: &[f32], w: &[f32], split: usize, m: usize, k: usize, n: usize, y: &mut [f32]) {
+    let (xa, xb) = x.split_at(split * k);
+    let (ya, yb) = y.split_at_mut(split * n);
+    if split > 0 {
+        linear_gemm(xa, w, split, k, n, ya);
+    }
+    if split < m {
+        linear_gemv(xb, w, m - split, k, n, yb);
     }
 }
 
