@@ -44,6 +44,10 @@ pub enum GristError {
     #[error("sql: {0}")]
     DataFusion(#[from] datafusion::error::DataFusionError),
 
+    /// A bug: a panic caught at a task or request boundary. The message asks for a report.
+    #[error("internal error (a bug in grist; please report it with the command that caused it): {0}")]
+    Internal(String),
+
     #[error("{failed} of {total} task(s) of phase `{phase}` failed:\n{details}")]
     TasksFailed {
         phase: String,
@@ -104,6 +108,15 @@ impl GristError {
             _ => 1,
         }
     }
+}
+
+/// The message a panic carried (`panic!` with a string or a formatted message).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic without a message".into())
 }
 
 /// Adds the path of the file being processed to an I/O result.

@@ -48,7 +48,7 @@ enum Command {
         #[arg(long, env = "SLURM_ARRAY_TASK_COUNT", requires = "task")]
         tasks: Option<usize>,
         /// Worker threads (default: all cores).
-        #[arg(long, short = 'j')]
+        #[arg(long, short = 'j', value_parser = crate::thread_count)]
         workers: Option<usize>,
         /// No progress bar, even on a terminal.
         #[arg(long)]
@@ -224,10 +224,14 @@ struct TokenizerTrainArgs {
     /// Train on a seeded sample of about this many bytes.
     #[arg(long)]
     byte_budget: Option<u64>,
+    /// Words longer than this many bytes are left out of training (the trainer is quadratic in
+    /// a word's length).
+    #[arg(long, default_value_t = grist::tokens::tokenizer::default_max_word_bytes())]
+    max_word_bytes: usize,
     #[arg(long, default_value_t = 0)]
     seed: u64,
     /// Worker threads (default: all cores).
-    #[arg(long, short = 'j')]
+    #[arg(long, short = 'j', value_parser = crate::thread_count)]
     workers: Option<usize>,
 }
 
@@ -259,7 +263,7 @@ struct TokenizerEncodeArgs {
     #[arg(long)]
     bos: Option<String>,
     /// Worker threads (default: all cores).
-    #[arg(long, short = 'j')]
+    #[arg(long, short = 'j', value_parser = crate::thread_count)]
     workers: Option<usize>,
 }
 
@@ -273,12 +277,27 @@ enum Emit {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
-    match execute(cli.command) {
+    // A panic is a bug whatever the input: report it as one (exit 1), never as exit 101.
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(cli.command)))
+        .unwrap_or_else(|payload| {
+            Err(GristError::Internal(grist::error::panic_message(payload.as_ref())).into())
+        });
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{}", render_error(&e));
             ExitCode::from(e.downcast_ref::<GristError>().map_or(1, |g| g.exit_code()) as u8)
         }
+    }
+}
+
+/// `-j N`: 1 to 1024 threads (more would only exhaust the machine starting them).
+fn thread_count(s: &str) -> Result<usize, String> {
+    let n: usize = s.parse().map_err(|e| format!("{e}"))?;
+    if (1..=1024).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} is not in 1..=1024"))
     }
 }
 
@@ -447,6 +466,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
                     special_tokens: a.special_tokens,
                     split_pattern: a.split_pattern.unwrap_or(defaults.split_pattern),
                     lowercase: !a.cased,
+                    max_word_bytes: a.max_word_bytes,
                 },
                 byte_budget: a.byte_budget,
                 seed: a.seed,

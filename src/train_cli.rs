@@ -12,7 +12,7 @@ pub struct TrainArgs {
     /// The run's config (YAML): mode, model, data, optimizer, schedule, checkpoints.
     pub config: PathBuf,
     /// Worker threads (default: all cores).
-    #[arg(long, short = 'j')]
+    #[arg(long, short = 'j', value_parser = crate::thread_count)]
     pub threads: Option<usize>,
 }
 
@@ -67,7 +67,7 @@ pub struct GenerateArgs {
     #[arg(long, requires = "json")]
     pub logits: bool,
     /// Worker threads (default: all cores).
-    #[arg(long, short = 'j')]
+    #[arg(long, short = 'j', value_parser = crate::thread_count)]
     pub threads: Option<usize>,
 }
 
@@ -171,14 +171,15 @@ pub struct ServeArgs {
     /// Append one JSON line per request (body hash, status, tokens, milliseconds) to this file.
     #[arg(long)]
     pub request_log: Option<PathBuf>,
-    /// Requests decoded together at most (continuous batching).
-    #[arg(long, default_value_t = 16)]
-    pub max_batch: usize,
+    /// Requests decoded together at most (continuous batching); each holds its keys and values
+    /// for up to the model's context.
+    #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub max_batch: u16,
     /// Recent long prompts whose keys and values are kept for prompts sharing their prefix.
-    #[arg(long, default_value_t = 4)]
-    pub prefix_cache: usize,
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub prefix_cache: u16,
     /// Worker threads for the model (default: all cores).
-    #[arg(long, short = 'j')]
+    #[arg(long, short = 'j', value_parser = crate::thread_count)]
     pub threads: Option<usize>,
 }
 
@@ -193,8 +194,8 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             model_name: a.model_name,
             request_log: a.request_log,
             engine: grist::synth::local::EngineOptions {
-                max_batch: a.max_batch,
-                prefix_cache: a.prefix_cache,
+                max_batch: a.max_batch.into(),
+                prefix_cache: a.prefix_cache.into(),
             },
         },
     )?;

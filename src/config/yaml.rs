@@ -117,6 +117,13 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     }))
 }
 
+/// Nodes a document may expand to, aliases included. A pipeline file has hundreds; the limit
+/// stops an alias bomb (anchors of anchors, each doubling) before it is cloned into memory.
+pub const MAX_NODES: usize = 100_000;
+/// Nesting a document may have: deeper trees would overflow the stack of the recursive code that
+/// reads (and drops) them; a pipeline file nests a handful of levels.
+pub const MAX_DEPTH: usize = 64;
+
 enum Frame {
     Seq(Span, Vec<Node>, usize),
     Map(Span, Vec<(Node, Node)>, Option<Node>, usize),
@@ -126,14 +133,30 @@ enum Frame {
 struct Builder {
     stack: Vec<Frame>,
     root: Option<Node>,
-    anchors: HashMap<usize, Node>,
+    /// Each anchored node, with the number of nodes it holds.
+    anchors: HashMap<usize, (Node, usize)>,
     error: Option<SyntaxError>,
+    /// Nodes in the document so far, each alias counting the nodes it copies.
+    nodes: usize,
+}
+
+/// Nodes in `node`, itself included.
+fn count_nodes(node: &Node) -> usize {
+    1 + match &node.value {
+        Value::Seq(items) => items.iter().map(count_nodes).sum(),
+        Value::Map(entries) => entries
+            .iter()
+            .map(|(k, v)| count_nodes(k) + count_nodes(v))
+            .sum(),
+        _ => 0,
+    }
 }
 
 impl Builder {
     fn push_node(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            self.anchors.insert(anchor, node.clone());
+            let size = count_nodes(&node);
+            self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
             None => self.root = Some(node),
@@ -149,6 +172,35 @@ impl Builder {
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
         let span = Span::from_marker(mark);
+        if self.error.is_some() && self.nodes > MAX_NODES {
+            return;
+        }
+        let adds = match &ev {
+            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) => 1,
+            Event::Alias(id) => self.anchors.get(id).map_or(1, |a| a.1),
+            _ => 0,
+        };
+        self.nodes = self.nodes.saturating_add(adds);
+        if matches!(ev, Event::SequenceStart(..) | Event::MappingStart(..))
+            && self.stack.len() >= MAX_DEPTH
+        {
+            self.error = Some(SyntaxError {
+                span,
+                message: format!("the document nests more than {MAX_DEPTH} levels deep"),
+            });
+            self.nodes = usize::MAX;
+            return;
+        }
+        if self.nodes > MAX_NODES {
+            self.error = Some(SyntaxError {
+                span,
+                message: format!(
+                    "the document expands to more than {MAX_NODES} nodes (aliases of anchors \
+                     copy what they name); a pipeline file needs far fewer"
+                ),
+            });
+            return;
+        }
         match ev {
             Event::Scalar(text, style, anchor, _tag) => {
                 let value = if style == TScalarStyle::Plain {
@@ -199,7 +251,7 @@ impl MarkedEventReceiver for Builder {
                 }
             }
             Event::Alias(id) => {
-                let node = self.anchors.get(&id).cloned().unwrap_or(Node {
+                let node = self.anchors.get(&id).map(|a| a.0.clone()).unwrap_or(Node {
                     value: Value::Null,
                     span,
                 });
@@ -292,6 +344,35 @@ mod tests {
             node.get("g").unwrap().value,
             Value::Str { quoted: false, .. }
         ));
+    }
+
+    #[test]
+    fn an_alias_bomb_is_an_error_before_it_is_expanded() {
+        // Nine levels of nine aliases: 9^9 (387 M) nodes if expanded.
+        let mut doc = String::from("a0: &a0 [x, x, x, x, x, x, x, x, x]\n");
+        for i in 1..=9 {
+            let p = i - 1;
+            doc.push_str(&format!(
+                "a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"
+            ));
+        }
+        let err = parse(&doc).unwrap_err();
+        assert!(err.message.contains("more than 100000 nodes"), "{}", err.message);
+        assert_eq!(err.span.line, 6);
+        // Deep nesting: yaml-rust2 stops it itself past a few hundred levels; below that, we do.
+        for depth in [70, 100_000] {
+            let deep = format!("a: {}{}", "[".repeat(depth), "]".repeat(depth));
+            let err = parse(&deep).unwrap_err();
+            assert!(
+                err.message.contains("more than 64 levels")
+                    || err.message.contains("recursion limit"),
+                "{depth}: {}",
+                err.message
+            );
+        }
+        // Aliases that stay small are fine.
+        let ok = parse("base: &b {x: 1, y: [1, 2]}\nother: *b\n").unwrap();
+        assert_eq!(ok.get("other"), ok.get("base"));
     }
 
     #[test]

@@ -44,10 +44,26 @@ pub struct RunSummary {
 pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
     let started = Instant::now();
     let phases = select_phases(plan, &opts.selection)?;
+    // A whole run owns the workdir; processes running one phase (a scheduler's array tasks)
+    // share it with each other, not with a whole run.
+    let _lock = super::lock::WorkdirLock::acquire(p.workdir(), opts.selection.phase.is_none())?;
+    if opts.selection.phase.is_some() {
+        check_prerequisites(p, plan, phases[0])?;
+    }
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.workers.max(1))
         .build()
         .map_err(|e| GristError::Usage(format!("cannot start {} workers: {e}", opts.workers)))?;
+    for path in task::stale_outputs(p, plan) {
+        match std::fs::remove_file(&path) {
+            Ok(()) => tracing::info!(
+                "removed {}: no task of the pipeline writes it any more (its input shard is gone)",
+                path.display()
+            ),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(GristError::io(&path, e)),
+        }
+    }
     let mut summary = RunSummary::default();
     for phase in phases {
         let tasks: Vec<_> = phase
@@ -66,8 +82,7 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
         let counts = Mutex::new((0usize, 0usize));
         pool.install(|| {
             tasks.par_iter().for_each(|t| {
-                let result = task::run(p, plan, &phase.name, t);
-                match result {
+                match run_catching_panics(p, plan, &phase.name, t) {
                     Ok(Outcome::Skipped(_)) => {
                         counts.lock().expect("no panics hold this lock").1 += 1;
                         tracing::debug!("task {} already complete", t.name);
@@ -108,6 +123,54 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
     }
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Runs one task; a panic inside it (a bug) fails that task with the panic's message instead of
+/// unwinding through the pool and ending the run, so the other tasks finish and the failure is
+/// listed like any other.
+fn run_catching_panics(
+    p: &Pipeline,
+    plan: &Plan,
+    phase: &str,
+    t: &super::plan::Task,
+) -> Result<Outcome> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task::run(p, plan, phase, t)))
+        .unwrap_or_else(|payload| {
+            Err(GristError::Internal(format!(
+                "task `{}` panicked: {}",
+                t.name,
+                crate::error::panic_message(payload.as_ref())
+            )))
+        })
+}
+
+/// A phase run on its own needs the phases it reads from to be complete: say which to run first
+/// instead of failing on the files they would have written.
+fn check_prerequisites(p: &Pipeline, plan: &Plan, phase: &Phase) -> Result<()> {
+    let index = plan
+        .phases
+        .iter()
+        .position(|ph| ph.name == phase.name)
+        .expect("a phase of the plan");
+    for k in super::plan::prerequisites(p, plan, index) {
+        let before = &plan.phases[k];
+        let missing = before
+            .tasks
+            .iter()
+            .filter(|t| task::completed(p.workdir(), &before.name, t).is_none())
+            .count();
+        if missing > 0 {
+            return Err(GristError::Usage(format!(
+                "phase `{}` reads what phase `{}` writes, and {missing} of its {} task(s) are not \
+                 complete: run `--phase {}` first (or the whole pipeline without --phase)",
+                phase.name,
+                before.name,
+                before.tasks.len(),
+                before.name
+            )));
+        }
+    }
+    Ok(())
 }
 
 fn select_phases<'a>(plan: &'a Plan, sel: &Selection) -> Result<Vec<&'a Phase>> {

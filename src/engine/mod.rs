@@ -2,6 +2,7 @@
 
 pub mod executor;
 pub mod hook;
+pub mod lock;
 pub mod plan;
 pub mod slurm;
 pub mod stats;

@@ -156,6 +156,7 @@ pub fn prepare(loaded: Loaded) -> Result<(Pipeline, Plan)> {
     let order = topological_order(&nodes);
     let pipeline = Pipeline { spec, nodes, order };
     let shards = preflight(&pipeline, &mut diagnostics);
+    check_outputs_outside_inputs(&pipeline, &mut diagnostics);
     if diagnostics.has_errors() {
         return Err(GristError::Config(Box::new(diagnostics)));
     }
@@ -297,6 +298,76 @@ fn preflight(p: &Pipeline, diags: &mut Diagnostics) -> HashMap<usize, Vec<Shard>
         }
     }
     shards
+}
+
+/// A source whose pattern takes in files the pipeline writes (a writer's directory inside the
+/// input glob, the workdir below an input directory) would read its own output again on every
+/// re-run: 3 rows, then 6, then 9. Refused at check time, naming both stages and the file.
+fn check_outputs_outside_inputs(p: &Pipeline, diags: &mut Diagnostics) {
+    let ids: Vec<&str> = p.nodes.iter().map(|n| n.id.as_str()).collect();
+    // (stage that writes, a file it may write)
+    let mut written: Vec<(usize, PathBuf)> = Vec::new();
+    for (j, node) in p.nodes.iter().enumerate() {
+        match &node.stage {
+            Stage::Sink(s) => {
+                for root in &ids {
+                    let file = format!("{root}-00000.{}", s.extension());
+                    written.push((j, s.output_dir().join(&file)));
+                    if let Some(r) = s.rejects_dir() {
+                        for stage in &ids {
+                            written.push((j, r.join(stage).join(&file)));
+                        }
+                    }
+                }
+            }
+            Stage::Barrier(_) => {
+                let dir = barrier_dir(p, j);
+                written.push((j, dir.join("generated.parquet")));
+                for via in &ids {
+                    for root in &ids {
+                        let file = format!("{root}-00000.parquet");
+                        written.push((j, dir.join("input").join(via).join(file)));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    // The workdir's own files (markers, stats, the LLM request cache): JSON.
+    let workdir = p.workdir();
+    for file in [
+        workdir.join("markers").join(STREAM_PHASE).join("input-00000.json"),
+        workdir.join("stats").join("input.json"),
+        workdir.join("llm-cache").join("00").join("00.json"),
+    ] {
+        written.push((usize::MAX, file));
+    }
+    for (i, node) in p.nodes.iter().enumerate() {
+        let Stage::Source(source) = &node.stage else {
+            continue;
+        };
+        if let Some((j, file)) = written.iter().find(|(_, f)| source.would_read(f)) {
+            let what = match p.nodes.get(*j).map(|n| &n.stage) {
+                None => format!("the workdir's markers and stats ({})", workdir.display()),
+                Some(Stage::Barrier(_)) => {
+                    format!("the workdir files of stage `{}`", p.nodes[*j].id)
+                }
+                Some(_) => format!("what stage `{}` writes", p.nodes[*j].id),
+            };
+            diags.push(
+                Diagnostic::error(
+                    p.spec.stages[i].span_of("path"),
+                    format!(
+                        "stage `{}` would read {what} (such as {}): every re-run would read its \
+                         own output again",
+                        node.id,
+                        file.display()
+                    ),
+                )
+                .with_hint("write outside the input pattern, or narrow the pattern"),
+            );
+        }
+    }
 }
 
 /// Same column names and types, in the same order; nullability may differ (each task runs with
@@ -677,6 +748,62 @@ fn make_plan(p: &Pipeline, mut shards: HashMap<usize, Vec<Shard>>) -> Result<Pla
     Ok(Plan { phases, barriers })
 }
 
+/// The phases whose outputs the tasks of phase `index` read: a barrier phase needs the one before
+/// it (the first: the stream tasks storing its input), a stream phase passing a barrier's rows on
+/// needs that barrier's phases, and a stage reading a file another stage makes needs that stage's
+/// phases. Indices into `plan.phases`, in order.
+pub fn prerequisites(p: &Pipeline, plan: &Plan, index: usize) -> Vec<usize> {
+    let deps = file_deps(p);
+    let phases_of = |b: usize| -> Vec<usize> {
+        plan.phases
+            .iter()
+            .enumerate()
+            .filter(|(_, ph)| {
+                ph.tasks
+                    .iter()
+                    .any(|t| matches!(t.kind, TaskKind::Barrier { node, .. } if node == b))
+            })
+            .map(|(k, _)| k)
+            .collect()
+    };
+    let mut needed: Vec<usize> = Vec::new();
+    for t in &plan.phases[index].tasks {
+        match &t.kind {
+            TaskKind::Barrier { node, phase: 0, .. } => {
+                let inputs: Vec<&PathBuf> = plan.barriers[node].inputs.iter().map(|i| &i.path).collect();
+                for (k, ph) in plan.phases.iter().enumerate() {
+                    if ph.tasks.iter().any(|u| u.outputs.iter().any(|o| inputs.contains(&o))) {
+                        needed.push(k);
+                    }
+                }
+            }
+            TaskKind::Barrier { node, phase, .. } => {
+                let before = *phase - 1;
+                needed.extend(plan.phases.iter().enumerate().filter_map(|(k, ph)| {
+                    ph.tasks
+                        .iter()
+                        .any(|u| matches!(u.kind, TaskKind::Barrier { node: n, phase: q, .. } if n == *node && q == before))
+                        .then_some(k)
+                }));
+            }
+            TaskKind::Stream { root, .. } => {
+                if matches!(p.nodes[*root].stage, Stage::Barrier(_)) {
+                    needed.extend(phases_of(*root));
+                }
+            }
+        }
+        for &i in &t.reach {
+            for &d in &deps[i] {
+                needed.extend(phases_of(d));
+            }
+        }
+    }
+    needed.retain(|&k| k != index);
+    needed.sort_unstable();
+    needed.dedup();
+    needed
+}
+
 /// `workdir/barriers/<stage id>`: a barrier stage's own files.
 pub fn barrier_dir(p: &Pipeline, b: usize) -> PathBuf {
     p.workdir().join("barriers").join(&p.nodes[b].id)
@@ -742,24 +869,71 @@ fn file_fingerprint(path: &Path) -> Result<serde_json::Value> {
     Ok(serde_json::json!({"path": path, "size": meta.len(), "mtime_ns": mtime.to_string()}))
 }
 
-/// The files node `i` reads besides its rows: the fingerprint of the barrier that makes one, or
-/// the file's own fingerprint (null when it cannot be read: the task will fail on it anyway).
+/// What a file or directory holds, as far as a re-run needs to know: path, size and modification
+/// time of the file, or of every file below the directory (a checkpoint, a `mix` output).
+/// Missing: null (the task will fail on it anyway).
+fn path_fingerprint(path: &Path) -> serde_json::Value {
+    if !path.is_dir() {
+        return file_fingerprint(path).unwrap_or(serde_json::Value::Null);
+    }
+    let mut files = Vec::new();
+    let mut stack = vec![path.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if files.len() < MAX_FINGERPRINTED_FILES {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    serde_json::Value::Array(
+        files
+            .iter()
+            .map(|f| file_fingerprint(f).unwrap_or(serde_json::Value::Null))
+            .collect(),
+    )
+}
+
+/// Files of one directory a fingerprint lists at most (a checkpoint holds a handful).
+const MAX_FINGERPRINTED_FILES: usize = 100_000;
+
+/// The files node `i` reads besides its rows, each as the fingerprint of the barrier that makes
+/// it or, when no stage of the pipeline makes it, its own (see [`path_fingerprint`]). Every used
+/// file counts, so a changed external file re-runs what reads it even when the node also reads
+/// pipeline-made ones.
 fn used_files(
     p: &Pipeline,
     i: usize,
     deps: &[Vec<usize>],
     barriers: &HashMap<usize, BarrierPlan>,
 ) -> Vec<serde_json::Value> {
-    let mut files: Vec<serde_json::Value> = deps[i]
+    p.spec.stages[i]
+        .config
+        .uses_files()
         .iter()
-        .map(|d| serde_json::json!({"made_by": barriers.get(d).map(|b| b.fingerprint.clone())}))
-        .collect();
-    if deps[i].is_empty() {
-        for f in p.spec.stages[i].config.uses_files() {
-            files.push(file_fingerprint(&f).unwrap_or(serde_json::Value::Null));
-        }
-    }
-    files
+        .map(|f| {
+            let file = lexical(f);
+            let maker = deps[i].iter().find(|&&d| {
+                p.spec.stages[d]
+                    .config
+                    .makes_files()
+                    .iter()
+                    .any(|m| file.starts_with(lexical(m)))
+            });
+            match maker {
+                Some(d) => {
+                    serde_json::json!({"made_by": barriers.get(d).map(|b| b.fingerprint.clone())})
+                }
+                None => path_fingerprint(f),
+            }
+        })
+        .collect()
 }
 
 /// Identifies what a stream task computes: its input, the config, version and wiring of every

@@ -463,3 +463,70 @@ fn with_reject_columns(stage: &str, rejected: &Rejected) -> Result<RecordBatch> 
         columns,
     )?)
 }
+
+/// Files earlier runs of this pipeline wrote that no task of `plan` writes now: outputs and
+/// rejects of shards that were removed (or renumbered away), and barrier input stored for them.
+/// Left in place they would be read as part of the output. Only names a task of this pipeline
+/// could have written are considered: `<stage id>-<index>.<ext>` in a writer's directories and
+/// `<stage id>-<index>.parquet` under the barriers' stored input.
+pub fn stale_outputs(p: &Pipeline, plan: &Plan) -> Vec<PathBuf> {
+    let mut expected: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+    for t in plan.phases.iter().flat_map(|ph| &ph.tasks) {
+        expected.extend(t.outputs.iter().cloned());
+        if matches!(t.kind, TaskKind::Stream { .. }) {
+            for (dir, sink) in rejects_dirs(p, t).iter().flatten() {
+                expected.insert(rejects_file(p, t, dir, *sink));
+            }
+        }
+    }
+    // Directories tasks write into, with the extension of their files.
+    let mut dirs: Vec<(PathBuf, String)> = Vec::new();
+    for node in &p.nodes {
+        match &node.stage {
+            Stage::Sink(s) => {
+                let ext = s.extension().to_string();
+                dirs.push((s.output_dir().to_path_buf(), ext.clone()));
+                if let Some(r) = s.rejects_dir() {
+                    for other in &p.nodes {
+                        dirs.push((r.join(&other.id), ext.clone()));
+                    }
+                }
+            }
+            Stage::Barrier(_) => {
+                let input = p.workdir().join("barriers").join(&node.id).join("input");
+                for other in &p.nodes {
+                    dirs.push((input.join(&other.id), "parquet".into()));
+                }
+            }
+            _ => {}
+        }
+    }
+    let task_name = |name: &str, ext: &str| {
+        let Some((id, index)) = name
+            .strip_suffix(ext)
+            .and_then(|n| n.strip_suffix('.'))
+            .and_then(|n| n.rsplit_once('-'))
+        else {
+            return false;
+        };
+        index.len() >= 5
+            && index.bytes().all(|b| b.is_ascii_digit())
+            && p.nodes.iter().any(|n| n.id == id)
+    };
+    let mut stale = Vec::new();
+    for (dir, ext) in dirs {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let path = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            if path.is_file() && task_name(&name, &ext) && !expected.contains(&path) {
+                stale.push(path);
+            }
+        }
+    }
+    stale.sort();
+    stale.dedup();
+    stale
+}

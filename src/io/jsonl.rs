@@ -51,13 +51,18 @@ fn is_blank(line: &[u8]) -> bool {
     line.iter().all(|b| b.is_ascii_whitespace())
 }
 
-/// Infers the Arrow schema of a shard from its JSON objects.
+/// Infers the Arrow schema of a shard from its JSON objects. A line whose fields contradict the
+/// lines before it (an object where the others have a number) does not fail the shard: it is
+/// left out of the schema, and reading rejects it as `schema_mismatch`.
 pub fn infer_schema(path: &Path, infer_rows: Option<usize>) -> Result<Schema> {
     let mut input = open_read(path)?;
     let mut buf = Vec::new();
     let mut values = Vec::new();
+    let mut seen = 0usize;
     let limit = infer_rows.unwrap_or(usize::MAX);
-    while values.len() < limit {
+    // The schema so far, as one example object, so chunks of lines carry it forward.
+    let mut so_far: Option<serde_json::Value> = None;
+    while seen < limit {
         if next_line(&mut *input, &mut buf, path)?.is_none() {
             break;
         }
@@ -67,16 +72,39 @@ pub fn infer_schema(path: &Path, infer_rows: Option<usize>) -> Result<Schema> {
         if let Ok(v @ serde_json::Value::Object(_)) =
             serde_json::from_slice::<serde_json::Value>(&buf)
         {
-            values.push(Ok(v));
+            values.push(v);
+            seen += 1;
         }
-        // Flush in chunks to keep memory bounded on whole-file inference.
-        if values.len() >= 4096 && infer_rows.is_none() {
-            let partial = infer_json_schema_from_iterator(values.drain(..))
-                .map_err(|e| GristError::data(path, e))?;
-            values.push(Ok(schema_to_example(&partial)));
+        // In chunks, to keep memory bounded on whole-file inference.
+        if values.len() >= 4096 {
+            so_far = Some(infer_chunk(so_far, std::mem::take(&mut values)));
         }
     }
-    infer_json_schema_from_iterator(values.into_iter()).map_err(|e| GristError::data(path, e))
+    if !values.is_empty() || so_far.is_none() {
+        so_far = Some(infer_chunk(so_far, values));
+    }
+    let example = so_far.expect("set above");
+    infer_json_schema_from_iterator(std::iter::once(Ok(example)))
+        .map_err(|e| GristError::data(path, e))
+}
+
+/// The schema (as an example object) of `so_far` and `values`; values that contradict it are
+/// left out, one at a time.
+fn infer_chunk(
+    so_far: Option<serde_json::Value>,
+    values: Vec<serde_json::Value>,
+) -> serde_json::Value {
+    let all = so_far.iter().cloned().chain(values.iter().cloned()).map(Ok);
+    if let Ok(schema) = infer_json_schema_from_iterator(all) {
+        return schema_to_example(&schema);
+    }
+    let mut acc = so_far.unwrap_or_else(|| serde_json::json!({}));
+    for v in values {
+        if let Ok(schema) = infer_json_schema_from_iterator([Ok(acc.clone()), Ok(v)].into_iter()) {
+            acc = schema_to_example(&schema);
+        }
+    }
+    acc
 }
 
 /// A JSON object whose inferred schema is `schema`, so chunked inference can carry state forward.

@@ -43,6 +43,55 @@ pub fn list(pattern: &str, extensions: &[&str]) -> Result<Vec<Shard>> {
     Ok(shards)
 }
 
+/// Whether a file at `candidate` (which need not exist yet) would be one of the shards
+/// `pattern` lists with [`list`]: so a writer's output can be checked against a reader's input
+/// before anything is written.
+pub fn would_list(pattern: &str, extensions: &[&str], candidate: &Path) -> bool {
+    let candidate = absolute(candidate);
+    let name = candidate
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("");
+    if has_glob_chars(pattern) {
+        let abs = absolute(Path::new(pattern));
+        let Ok(glob) = glob::Pattern::new(&abs.to_string_lossy()) else {
+            return false;
+        };
+        let options = glob::MatchOptions {
+            require_literal_separator: true,
+            ..glob::MatchOptions::new()
+        };
+        return glob.matches_path_with(&candidate, options);
+    }
+    let path = absolute(Path::new(pattern));
+    if path.is_dir() {
+        candidate.starts_with(&path)
+            && !name.starts_with('.')
+            && extensions.iter().any(|ext| name.ends_with(ext))
+    } else {
+        candidate == path
+    }
+}
+
+/// `path` from the root, with `.` and `..` resolved lexically.
+fn absolute(path: &Path) -> PathBuf {
+    let joined = match path.is_absolute() {
+        true => path.to_path_buf(),
+        false => std::env::current_dir().unwrap_or_default().join(path),
+    };
+    let mut out = PathBuf::new();
+    for c in joined.components() {
+        match c {
+            Component::CurDir => {}
+            Component::ParentDir => {
+                out.pop();
+            }
+            other => out.push(other),
+        }
+    }
+    out
+}
+
 fn shard(base: &Path, path: PathBuf) -> Shard {
     let name = path
         .strip_prefix(base)
@@ -112,5 +161,23 @@ mod tests {
         let one = list(dir.path().join("x.txt").to_str().unwrap(), &[]).unwrap();
         assert_eq!(one[0].name, "x.txt");
         assert!(list("/nonexistent/*.x", &[]).unwrap().is_empty());
+    }
+
+    #[test]
+    fn would_list_matches_globs_directories_and_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let glob = format!("{}/*.jsonl", d.display());
+        assert!(would_list(&glob, &[], &d.join("input-00000.jsonl")));
+        assert!(!would_list(&glob, &[], &d.join("out/input-00000.jsonl")));
+        assert!(!would_list(&glob, &[], &d.join("input-00000.parquet")));
+        let deep = format!("{}/**/*.jsonl", d.display());
+        assert!(would_list(&deep, &[], &d.join("out/x/input-00000.jsonl")));
+        let as_dir = d.to_str().unwrap();
+        assert!(would_list(as_dir, &[".jsonl"], &d.join("out/input-00000.jsonl")));
+        assert!(!would_list(as_dir, &[".jsonl"], &d.join("out/input-00000.parquet")));
+        assert!(!would_list(as_dir, &[".jsonl"], &d.parent().unwrap().join("x.jsonl")));
+        let with_dots = format!("{}/./out/../*.jsonl", d.display());
+        assert!(would_list(&with_dots, &[], &d.join("a.jsonl")));
     }
 }

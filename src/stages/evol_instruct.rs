@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use arrow::array::{Array, AsArray};
+use arrow::array::Array;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
@@ -111,25 +111,13 @@ impl EvolInstruct {
         for input in task.inputs {
             super::for_each_stored_batch(&input.path, task.batch_size, |b| {
                 let texts = super::text_values(b)?;
-                let ids = b
-                    .column_by_name(crate::io::ID_COLUMN)
-                    .map(|c| c.as_string::<i32>().clone());
+                let ids = super::string_column(b, crate::io::ID_COLUMN)?;
                 let extra = match &self.input_column {
-                    Some(name) => Some(
-                        b.column_by_name(name)
-                            .ok_or_else(|| {
-                                GristError::Usage(format!(
-                                    "input_column: the rows have no column `{name}`"
-                                ))
-                            })?
-                            .as_string_opt::<i32>()
-                            .ok_or_else(|| {
-                                GristError::Usage(format!(
-                                    "input_column: `{name}` is not a string column"
-                                ))
-                            })?
-                            .clone(),
-                    ),
+                    Some(name) => Some(super::string_column(b, name)?.ok_or_else(|| {
+                        GristError::Usage(format!(
+                            "input_column: the rows have no column `{name}`"
+                        ))
+                    })?),
                     None => None,
                 };
                 for (i, t) in texts.into_iter().enumerate() {

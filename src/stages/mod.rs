@@ -190,6 +190,8 @@ pub trait Source: Send + Sync {
     /// The schema batches of this shard will have (after text renaming and id derivation).
     fn schema(&self, shard: &Shard) -> Result<SchemaRef>;
     fn open(&self, shard: &Shard, batch_size: usize) -> Result<Box<dyn SourceReader>>;
+    /// Whether a file written at `path` would be read as one of this source's shards.
+    fn would_read(&self, path: &Path) -> bool;
 }
 
 pub trait SourceReader: Send {
@@ -429,6 +431,27 @@ pub fn text_bytes(batch: &RecordBatch) -> u64 {
         }
         _ => 0,
     }
+}
+
+/// Column `name` of a batch as strings, whatever its type (an `id` may be an integer, a large
+/// string, a dictionary...): `None` when the batch has no such column, an error naming it when
+/// its values have no string form (a list, a struct).
+pub fn string_column(
+    batch: &RecordBatch,
+    name: &str,
+) -> Result<Option<StringArray>> {
+    use arrow::array::AsArray;
+    use arrow::datatypes::DataType;
+    let Some(col) = batch.column_by_name(name) else {
+        return Ok(None);
+    };
+    let cast = arrow::compute::cast(col, &DataType::Utf8).map_err(|e| {
+        crate::GristError::Usage(format!(
+            "column `{name}` is {} and has no string form: {e}",
+            col.data_type()
+        ))
+    })?;
+    Ok(Some(cast.as_string::<i32>().clone()))
 }
 
 /// The `text` column of a batch, as string slices (null for a null text).

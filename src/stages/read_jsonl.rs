@@ -1,5 +1,6 @@
 //! `read_jsonl`: a source of JSON Lines shards (plain, `.gz`, `.zst`).
 
+use std::path::Path;
 use std::sync::{Arc, OnceLock};
 
 use arrow::datatypes::SchemaRef;
@@ -16,7 +17,9 @@ use crate::io::{jsonl, shards};
 
 /// Reads JSON Lines shards: one file, every `.jsonl`/`.json` (optionally `.gz`/`.zst`) file below
 /// a directory, or a glob. Each shard is one task. The schema of a shard is inferred from its
-/// objects. A line that is not UTF-8 (`invalid_utf8`), not a JSON object (`invalid_json`), does not
+/// objects as Arrow infers JSON (integers and floats widen to floats, mixed scalars to strings, a
+/// scalar beside a list to a list); a line whose field cannot be merged with the lines before it
+/// (an object where they have a scalar) is left out of the schema. A line that is not UTF-8 (`invalid_utf8`), not a JSON object (`invalid_json`), does not
 /// fit the shard's schema (`schema_mismatch`) or has no text (`null_text`) is rejected, with its
 /// line index and raw content, instead of failing the shard.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
@@ -101,6 +104,10 @@ impl JsonlSource {
 impl Source for JsonlSource {
     fn shards(&self) -> Result<Vec<Shard>> {
         shards::list(&self.pattern, EXTENSIONS)
+    }
+
+    fn would_read(&self, path: &Path) -> bool {
+        shards::would_list(&self.pattern, EXTENSIONS, path)
     }
 
     fn schema(&self, shard: &Shard) -> Result<SchemaRef> {

@@ -1,5 +1,6 @@
 //! `read_parquet`: a source of Parquet shards.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::datatypes::SchemaRef;
@@ -81,6 +82,10 @@ struct ParquetSource {
 impl Source for ParquetSource {
     fn shards(&self) -> Result<Vec<Shard>> {
         shards::list(&self.pattern, &[".parquet"])
+    }
+
+    fn would_read(&self, path: &Path) -> bool {
+        shards::would_list(&self.pattern, &[".parquet"], path)
     }
 
     fn schema(&self, shard: &Shard) -> Result<SchemaRef> {

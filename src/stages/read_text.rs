@@ -1,5 +1,6 @@
 //! `read_text`: a source of plain-text files (plain, `.gz`, `.zst`), split into documents.
 
+use std::path::Path;
 use std::io::BufRead;
 use std::sync::Arc;
 
@@ -74,6 +75,10 @@ fn schema() -> SchemaRef {
 impl Source for TextSource {
     fn shards(&self) -> Result<Vec<Shard>> {
         shards::list(&self.pattern, EXTENSIONS)
+    }
+
+    fn would_read(&self, path: &Path) -> bool {
+        shards::would_list(&self.pattern, EXTENSIONS, path)
     }
 
     fn schema(&self, _shard: &Shard) -> Result<SchemaRef> {

@@ -20,7 +20,7 @@ use super::{
 use crate::engine::stats::StageStats;
 use crate::error::{GristError, IoContext, Result};
 use crate::io::atomic;
-use crate::tokens::tokenizer::{ModelKind, TokenizerParams, WordCounter, WordCounts};
+use crate::tokens::tokenizer::{LongWords, ModelKind, TokenizerParams, WordCounter, WordCounts};
 
 /// Trains a tokenizer on its input documents and writes a `tokenizer.json` that Python
 /// `tokenizers` and `transformers` (`PreTrainedTokenizerFast`) load unchanged. `bpe` (default) is
@@ -54,6 +54,11 @@ pub struct TokenizerTrain {
     /// `wordpiece` only: lowercase the text.
     #[serde(default = "default_true")]
     pub lowercase: bool,
+    /// Words (pre-tokenized pieces) longer than this many bytes are left out of training and
+    /// counted in the stats (`words_over_max_word_bytes`): `tokenizers`' trainer is quadratic
+    /// in a word's length.
+    #[serde(default = "crate::tokens::tokenizer::default_max_word_bytes")]
+    pub max_word_bytes: usize,
     /// Train on a seeded sample of about this many bytes of text (default: everything).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub byte_budget: Option<u64>,
@@ -90,6 +95,7 @@ impl TokenizerTrain {
             special_tokens: self.special_tokens.clone(),
             split_pattern: self.split_pattern.clone(),
             lowercase: self.lowercase,
+            max_word_bytes: self.max_word_bytes,
         }
     }
 }
@@ -171,22 +177,31 @@ impl Barrier for TrainBarrier {
     }
 }
 
-/// Word counts of `texts`, split across the worker threads (a task may be the only one running).
-fn count_parallel(tokenizer: &tokenizers::Tokenizer, texts: &[&str]) -> Result<WordCounts> {
+/// Word counts of `texts`, split across the worker threads (a task may be the only one running),
+/// and the words left out for their length.
+fn count_parallel(
+    tokenizer: &tokenizers::Tokenizer,
+    texts: &[&str],
+    max_word_bytes: usize,
+) -> Result<(WordCounts, LongWords)> {
     use rayon::prelude::*;
     texts
         .par_chunks(64)
         .map(|chunk| {
-            let mut counter = WordCounter::new(tokenizer);
+            let mut counter = WordCounter::new(tokenizer).max_word_bytes(max_word_bytes);
             for t in chunk {
                 counter.add(t)?;
             }
-            Ok(counter.counts)
+            Ok((counter.counts, counter.too_long))
         })
-        .try_reduce(WordCounts::default, |mut a, b| {
-            a.merge(b);
-            Ok(a)
-        })
+        .try_reduce(
+            || (WordCounts::default(), LongWords::default()),
+            |mut a, b| {
+                a.0.merge(b.0);
+                a.1.add(b.1);
+                Ok(a)
+            },
+        )
 }
 
 impl TrainBarrier {
@@ -237,6 +252,7 @@ impl TrainBarrier {
         let threshold = (rate * u64::MAX as f64) as u64;
         let tokenizer = self.config.params().empty_tokenizer()?;
         let mut counts = WordCounts::default();
+        let mut too_long = LongWords::default();
         let mut stats = StageStats::default();
         let mut row = 0u64;
         for_each_stored_batch(&input.path, task.batch_size, |batch| {
@@ -270,7 +286,9 @@ impl TrainBarrier {
                 stats.rows_kept += 1;
                 stats.bytes_kept += text.len() as u64;
             }
-            counts.merge(count_parallel(&tokenizer, &kept)?);
+            let (c, long) = count_parallel(&tokenizer, &kept, self.config.max_word_bytes)?;
+            counts.merge(c);
+            too_long.add(long);
             Ok(())
         })?;
         let path = counts_file(task.dir, task.index);
@@ -280,7 +298,20 @@ impl TrainBarrier {
         counts.write(&mut out).at(&pending.tmp)?;
         out.finish().at(&pending.tmp)?.flush().at(&pending.tmp)?;
         pending.commit()?;
-        stats.metrics = BTreeMap::from([("words_in_shards".into(), counts.len() as f64)]);
+        if too_long.words > 0 {
+            tracing::warn!(
+                "{}: {} word(s) over max_word_bytes ({}; {} bytes in all) left out of training",
+                task.stage_id,
+                too_long.words,
+                self.config.max_word_bytes,
+                too_long.bytes
+            );
+        }
+        stats.metrics = BTreeMap::from([
+            ("words_in_shards".into(), counts.len() as f64),
+            ("words_over_max_word_bytes".into(), too_long.words as f64),
+            ("bytes_in_words_over_max_word_bytes".into(), too_long.bytes as f64),
+        ]);
         Ok(BarrierOutcome {
             outputs: vec![path],
             stats,

@@ -36,6 +36,31 @@ pub enum ChatTemplate {
     },
 }
 
+/// A piece of a rendered chat prompt.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Segment {
+    pub text: String,
+    /// A control token of the template (`<|im_start|>`); otherwise text, in which any
+    /// special-token string is plain text.
+    pub control: bool,
+}
+
+impl Segment {
+    fn control(text: &str) -> Segment {
+        Segment {
+            text: text.to_string(),
+            control: true,
+        }
+    }
+
+    fn text(text: String) -> Segment {
+        Segment {
+            text,
+            control: false,
+        }
+    }
+}
+
 const IM_START: &str = "<|im_start|>";
 const IM_END: &str = "<|im_end|>";
 
@@ -54,17 +79,32 @@ impl ChatTemplate {
 
     /// The prompt for `messages`, ending where the assistant's reply starts.
     pub fn render(&self, messages: &[Message]) -> String {
+        self.segments(messages).into_iter().map(|s| s.text).collect()
+    }
+
+    /// The prompt for `messages` as pieces: the template's own control tokens, and text (the
+    /// roles and contents a client sent, and the template's text between the control tokens).
+    /// Text pieces are cut where the control tokens cut a rendered prompt, so encoding each
+    /// piece on its own gives the ids of the whole.
+    pub fn segments(&self, messages: &[Message]) -> Vec<Segment> {
         match self {
             ChatTemplate::ChatMl { default_system } => {
-                let mut out = String::new();
+                let mut out = Vec::new();
+                let mut turn = |role: &str, content: &str| {
+                    out.push(Segment::control(IM_START));
+                    out.push(Segment::text(format!("{role}\n{content}")));
+                    out.push(Segment::control(IM_END));
+                    out.push(Segment::text("\n".to_string()));
+                };
                 let has_system = messages.first().is_some_and(|m| m.role == "system");
                 if let (false, Some(s)) = (has_system, default_system) {
-                    out.push_str(&format!("{IM_START}system\n{s}{IM_END}\n"));
+                    turn("system", s);
                 }
                 for m in messages {
-                    out.push_str(&format!("{IM_START}{}\n{}{IM_END}\n", m.role, m.content));
+                    turn(&m.role, &m.content);
                 }
-                out.push_str(&format!("{IM_START}assistant\n"));
+                out.push(Segment::control(IM_START));
+                out.push(Segment::text("assistant\n".to_string()));
                 out
             }
         }

@@ -103,8 +103,20 @@ fn default_max_backoff() -> f64 {
     60.0
 }
 
+/// Bounds of the `llm` block's numbers: past them a value is a typo, and some would overflow a
+/// `Duration` at run time.
+const MAX_SECONDS: f64 = 86_400.0;
+const MAX_CONCURRENCY: usize = 4096;
+const MAX_RETRIES: u32 = 100;
+const MIN_RPM: f64 = 0.01;
+const MAX_RPM: f64 = 1e7;
+/// The longest wait a server's `Retry-After` / `retry-after-ms` may ask for; longer asks fall
+/// back to our own backoff, as OpenAI's client does.
+const MAX_RETRY_AFTER_S: f64 = 60.0;
+
 impl LlmConfig {
-    /// Problems with the block, each naming its field.
+    /// Problems with the block, each naming its field. (Negated comparisons: NaN fails them.)
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
         match self.backend {
@@ -121,20 +133,39 @@ impl LlmConfig {
                 }
             }
         }
-        if self.max_concurrency == 0 {
-            out.push("llm.max_concurrency: must be at least 1".into());
+        if !(1..=MAX_CONCURRENCY).contains(&self.max_concurrency) {
+            out.push(format!(
+                "llm.max_concurrency: {} is not in 1..={MAX_CONCURRENCY}",
+                self.max_concurrency
+            ));
         }
-        if self.timeout_s.is_nan() || self.timeout_s <= 0.0 {
-            out.push("llm.timeout_s: must be positive".into());
+        let seconds = |name: &str, v: f64, min: f64, max: f64, out: &mut Vec<String>| {
+            if !(v.is_finite() && v >= min && v <= max) {
+                out.push(format!("llm.{name}: {v} is not a number of seconds in [{min}, {max}]"));
+            }
+        };
+        if !(self.timeout_s > 0.0) {
+            out.push(format!("llm.timeout_s: {} must be positive", self.timeout_s));
+        } else {
+            seconds("timeout_s", self.timeout_s, 0.0, MAX_SECONDS, &mut out);
         }
-        if !(self.backoff_s >= 0.0 && self.max_backoff_s >= self.backoff_s) {
-            out.push("llm.backoff_s: must be ≥ 0 and ≤ max_backoff_s".into());
+        seconds("backoff_s", self.backoff_s, 0.0, MAX_SECONDS, &mut out);
+        seconds("max_backoff_s", self.max_backoff_s, 0.0, MAX_SECONDS, &mut out);
+        if self.backoff_s > self.max_backoff_s {
+            out.push("llm.backoff_s: must be ≤ max_backoff_s".into());
         }
-        if self
-            .requests_per_minute
-            .is_some_and(|r| r.is_nan() || r <= 0.0)
+        if self.max_retries > MAX_RETRIES {
+            out.push(format!(
+                "llm.max_retries: {} is more than {MAX_RETRIES}",
+                self.max_retries
+            ));
+        }
+        if let Some(r) = self.requests_per_minute
+            && !(r.is_finite() && (MIN_RPM..=MAX_RPM).contains(&r))
         {
-            out.push("llm.requests_per_minute: must be positive".into());
+            out.push(format!(
+                "llm.requests_per_minute: {r} is not in [{MIN_RPM}, {MAX_RPM}]"
+            ));
         }
         out
     }
@@ -519,12 +550,10 @@ impl LlmClient {
         req: &LlmRequest,
         key: &str,
     ) -> std::result::Result<LlmResponse, LlmError> {
+        let local = |e: super::local::EngineError| LlmError::Local(e.to_string());
         let prompt = match self.config.api {
-            Api::Chat => engine
-                .model
-                .render_chat(&req.messages)
-                .map_err(|e| LlmError::Local(e.to_string()))?,
-            Api::Completions => req.prompt_text(),
+            Api::Chat => engine.model.encode_chat(&req.messages).map_err(local)?,
+            Api::Completions => engine.model.encode(&req.prompt_text()).map_err(local)?,
         };
         let params = GenParams {
             max_tokens: req.max_tokens,
@@ -534,8 +563,8 @@ impl LlmClient {
             seed: req.seed,
         };
         let c = engine
-            .complete(&prompt, params)
-            .map_err(|e| LlmError::Local(e.to_string()))?;
+            .complete_ids(prompt, params, &|| false)
+            .map_err(local)?;
         Ok(LlmResponse {
             text: c.text,
             finish_reason: c.finish.as_str().into(),
@@ -563,13 +592,13 @@ fn retry_after(headers: &ureq::http::HeaderMap) -> Option<Duration> {
             .and_then(|v| v.trim().parse::<f64>().ok())
             .filter(|v| v.is_finite() && *v >= 0.0)
     };
-    if let Some(ms) = get("retry-after-ms") {
-        return Some(Duration::from_secs_f64(ms / 1000.0));
-    }
-    // Like OpenAI's client, ignore absurd waits and fall back to backoff.
-    get("retry-after")
-        .filter(|s| *s <= 60.0)
-        .map(Duration::from_secs_f64)
+    // Like OpenAI's client, ignore absurd waits (in either header) and fall back to backoff.
+    let seconds = get("retry-after-ms")
+        .map(|ms| ms / 1000.0)
+        .or_else(|| get("retry-after"))?;
+    (seconds <= MAX_RETRY_AFTER_S)
+        .then(|| Duration::try_from_secs_f64(seconds).ok())
+        .flatten()
 }
 
 /// The text of an OpenAI chat or completion answer.
@@ -684,6 +713,61 @@ mod tests {
                 && p.contains("requests_per_minute"),
             "{p}"
         );
+    }
+
+    /// Issue 16, item 2: a server controls these headers; absurd waits fall back to backoff
+    /// instead of panicking (`1e30` ms) or sleeping for years (`1e11` ms).
+    #[test]
+    fn i02_absurd_retry_after_headers_fall_back_to_backoff() {
+        let wait = |name: &str, value: &str| {
+            let mut h = ureq::http::HeaderMap::new();
+            h.insert(
+                ureq::http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+                value.parse().unwrap(),
+            );
+            retry_after(&h)
+        };
+        assert_eq!(wait("retry-after-ms", "1500"), Some(Duration::from_millis(1500)));
+        assert_eq!(wait("retry-after", "2"), Some(Duration::from_secs(2)));
+        for (name, v) in [
+            ("retry-after-ms", "1e30"),
+            ("retry-after-ms", "100000000000"),
+            ("retry-after-ms", "-5"),
+            ("retry-after-ms", "NaN"),
+            ("retry-after-ms", "inf"),
+            ("retry-after", "1e30"),
+            ("retry-after", "61"),
+            ("retry-after", "Wed, 21 Oct 2015 07:28:00 GMT"),
+        ] {
+            assert_eq!(wait(name, v), None, "{name}: {v}");
+        }
+    }
+
+    /// Issue 16, item 3: numbers that would overflow a `Duration` at run time are config errors
+    /// naming the field.
+    #[test]
+    fn i03_absurd_llm_numbers_are_config_errors() {
+        let cases: [(&str, fn(&mut LlmConfig)); 9] = [
+            ("timeout_s", |c| c.timeout_s = f64::INFINITY),
+            ("timeout_s", |c| c.timeout_s = 1e30),
+            ("timeout_s", |c| c.timeout_s = f64::NAN),
+            ("requests_per_minute", |c| c.requests_per_minute = Some(1e-300)),
+            ("backoff_s", |c| {
+                c.backoff_s = 1e20;
+                c.max_backoff_s = 1e30
+            }),
+            ("max_backoff_s", |c| c.max_backoff_s = 1e30),
+            ("backoff_s", |c| c.backoff_s = -1.0),
+            ("max_concurrency", |c| c.max_concurrency = 1_000_000_000),
+            ("max_retries", |c| c.max_retries = 4_000_000_000),
+        ];
+        for (field, set) in cases {
+            let mut c = config();
+            set(&mut c);
+            let p = c.problems().join("; ");
+            assert!(p.contains(&format!("llm.{field}")), "{field}: {p:?}");
+            assert!(LlmClient::new(&c, None).is_err());
+        }
     }
 
     #[test]

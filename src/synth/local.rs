@@ -5,8 +5,10 @@
 //! recent one (Self-Instruct's few-shot templates) reuse its keys and values.
 
 use std::path::Path;
-use std::sync::mpsc::{self, Receiver, Sender, TryRecvError};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use tokenizers::Tokenizer;
 
@@ -18,8 +20,26 @@ use crate::train::cpu::infer::{Forward, KvCache};
 use crate::train::generate::{Finish, SamplingParams, sample};
 use crate::train::params::Weights;
 
+/// Why the engine did not complete a request.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum EngineError {
+    /// The request itself is wrong (an HTTP 400).
+    #[error("{0}")]
+    Invalid(String),
+    /// The client went away; the request was dropped mid-way.
+    #[error("the client closed the connection; the request was cancelled")]
+    Cancelled,
+    /// The engine failed on this request (an HTTP 500); it goes on serving the others.
+    #[error("{0}")]
+    Failed(String),
+}
+
 /// A model ready to serve.
 pub struct ServedModel {
+    /// Special-token strings of the tokenizer: in chat contents they are encoded as text.
+    specials: Vec<String>,
+    /// The tokenizer with special-token strings read as text (`encode_special_tokens`).
+    ordinary: Tokenizer,
     /// The id clients name it by (`/v1/models`).
     pub name: String,
     pub config: ModelConfig,
@@ -66,11 +86,33 @@ impl ServedModel {
         {
             stop_ids.push(id);
         }
+        // A token the model has no embedding row for would index past its tables.
+        if let Some(max) = tokenizer.get_vocab(true).into_values().max()
+            && max as usize >= config.vocab_size
+        {
+            return Err(GristError::data(
+                path,
+                format!(
+                    "the tokenizer has token id {max}, but the model's vocabulary is {}: they do not belong together",
+                    config.vocab_size
+                ),
+            ));
+        }
         let name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_else(|| "grist".into());
+        let specials = tokenizer
+            .get_added_tokens_decoder()
+            .into_values()
+            .filter(|t| t.special)
+            .map(|t| t.content)
+            .collect();
+        let mut ordinary = tokenizer.clone();
+        ordinary.set_encode_special_tokens(true);
         Ok(ServedModel {
+            specials,
+            ordinary,
             name,
             config,
             weights,
@@ -80,27 +122,55 @@ impl ServedModel {
         })
     }
 
-    /// Token ids of `text`, without added special tokens (a chat prompt names its own).
-    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        Ok(self
-            .tokenizer
-            .encode(text, false)
-            .map_err(|e| GristError::Usage(format!("cannot tokenize the prompt: {e}")))?
-            .get_ids()
-            .to_vec())
+    /// Token ids of `text`, without added special tokens; special-token strings in it are the
+    /// special tokens (a raw completion prompt controls its own format).
+    pub fn encode(&self, text: &str) -> std::result::Result<Vec<u32>, EngineError> {
+        encode_with(&self.tokenizer, text)
+    }
+
+    /// Token ids of a conversation: the template's control tokens are control tokens, and a
+    /// special-token string inside a role or content is encoded as the text it is (as
+    /// tiktoken's `encode_ordinary` does), so a message cannot close its turn and forge the
+    /// next one. A conversation without such strings gets exactly the ids of its rendering.
+    pub fn encode_chat(&self, messages: &[Message]) -> std::result::Result<Vec<u32>, EngineError> {
+        let template = self.chat.as_ref().map_err(|why| EngineError::Invalid(why.clone()))?;
+        let segments = template.segments(messages);
+        let forged = segments
+            .iter()
+            .any(|s| !s.control && self.specials.iter().any(|t| s.text.contains(t.as_str())));
+        if !forged {
+            return self.encode(&template.render(messages));
+        }
+        let mut ids = Vec::new();
+        for s in &segments {
+            match (s.control, self.tokenizer.token_to_id(&s.text)) {
+                (true, Some(id)) => ids.push(id),
+                (true, None) => ids.extend(self.encode(&s.text)?),
+                (false, _) => ids.extend(encode_with(&self.ordinary, &s.text)?),
+            }
+        }
+        Ok(ids)
     }
 
     pub fn decode(&self, ids: &[u32]) -> String {
         self.tokenizer.decode(ids, true).unwrap_or_default()
     }
 
-    /// The prompt for a conversation.
+    /// The prompt for a conversation, as text.
     pub fn render_chat(&self, messages: &[Message]) -> Result<String> {
         match &self.chat {
             Ok(t) => Ok(t.render(messages)),
             Err(why) => Err(GristError::Usage(why.clone())),
         }
     }
+}
+
+fn encode_with(tok: &Tokenizer, text: &str) -> std::result::Result<Vec<u32>, EngineError> {
+    Ok(tok
+        .encode(text, false)
+        .map_err(|e| EngineError::Invalid(format!("cannot tokenize the prompt: {e}")))?
+        .get_ids()
+        .to_vec())
 }
 
 /// How to sample one completion.
@@ -126,7 +196,9 @@ pub struct Completion {
 struct Job {
     prompt: Vec<u32>,
     params: GenParams,
-    reply: Sender<Result<Completion>>,
+    reply: Sender<std::result::Result<Completion, EngineError>>,
+    /// Set when the client went away: the engine drops the job at its next step.
+    cancelled: Arc<AtomicBool>,
 }
 
 /// Engine settings.
@@ -168,41 +240,77 @@ impl LocalEngine {
     }
 
     /// Completes `prompt` (text), waiting for the engine.
-    pub fn complete(&self, prompt: &str, params: GenParams) -> Result<Completion> {
-        let ids = self.model.encode(prompt)?;
-        self.complete_ids(ids, params)
+    pub fn complete(
+        &self,
+        prompt: &str,
+        params: GenParams,
+    ) -> std::result::Result<Completion, EngineError> {
+        self.complete_ids(self.model.encode(prompt)?, params, &|| false)
     }
 
-    pub fn complete_ids(&self, prompt: Vec<u32>, params: GenParams) -> Result<Completion> {
+    /// Completes a prompt of token ids, waiting for the engine; gives up (and has the engine
+    /// drop the request) as soon as `client_gone` says the client left.
+    pub fn complete_ids(
+        &self,
+        prompt: Vec<u32>,
+        params: GenParams,
+        client_gone: &dyn Fn() -> bool,
+    ) -> std::result::Result<Completion, EngineError> {
         let ctx = self.model.config.max_position_embeddings;
+        let vocab = self.model.config.vocab_size;
         if prompt.is_empty() {
-            return Err(GristError::Usage("the prompt is empty".into()));
+            return Err(EngineError::Invalid("the prompt is empty".into()));
         }
         if prompt.len() >= ctx {
-            return Err(GristError::Usage(format!(
+            return Err(EngineError::Invalid(format!(
                 "the prompt has {} tokens; the model's context is {ctx}",
                 prompt.len()
             )));
         }
+        if let Some(t) = prompt.iter().find(|&&t| t as usize >= vocab) {
+            return Err(EngineError::Invalid(format!(
+                "prompt token {t} is outside the model's vocabulary ({vocab})"
+            )));
+        }
         if params.max_tokens == 0 {
-            return Err(GristError::Usage("max_tokens must be at least 1".into()));
+            return Err(EngineError::Invalid("max_tokens must be at least 1".into()));
         }
         let (reply, answer) = mpsc::channel();
+        let cancelled = Arc::new(AtomicBool::new(false));
         let job = Job {
             prompt,
             params,
             reply,
+            cancelled: cancelled.clone(),
         };
+        let stopped = || EngineError::Failed("the decoding thread has stopped".into());
         self.queue
             .lock()
-            .expect("queue lock")
+            .unwrap_or_else(|p| p.into_inner())
             .send(job)
-            .map_err(|_| GristError::Usage("the decoding thread has stopped".into()))?;
-        answer
-            .recv()
-            .map_err(|_| GristError::Usage("the decoding thread has stopped".into()))?
+            .map_err(|_| stopped())?;
+        loop {
+            match answer.recv_timeout(CLIENT_CHECK) {
+                Ok(result) => return result,
+                Err(RecvTimeoutError::Timeout) => {
+                    if client_gone() {
+                        cancelled.store(true, Ordering::SeqCst);
+                        return Err(EngineError::Cancelled);
+                    }
+                }
+                Err(RecvTimeoutError::Disconnected) => {
+                    return Err(EngineError::Failed(
+                        "the engine failed on this request (see the server's log); it goes on with others"
+                            .into(),
+                    ));
+                }
+            }
+        }
     }
 }
+
+/// How often a waiting request looks whether its client is still there.
+const CLIENT_CHECK: Duration = Duration::from_millis(200);
 
 struct Active {
     job: Job,
@@ -218,63 +326,93 @@ fn run_engine(model: &ServedModel, rx: Receiver<Job>, opts: EngineOptions) {
     let mut forward = Forward::new(&model.config, &model.weights);
     let mut prefixes: Vec<(Vec<u32>, KvCache)> = Vec::new();
     let mut active: Vec<Active> = Vec::new();
-    let ctx = model.config.max_position_embeddings;
     loop {
         if active.is_empty() {
             match rx.recv() {
-                Ok(job) => active.push(admit(model, job, &mut prefixes, ctx)),
+                Ok(job) => active.push(admit(model, job, &mut prefixes)),
                 Err(_) => return,
             }
         }
         while active.len() < opts.max_batch.max(1) {
             match rx.try_recv() {
-                Ok(job) => active.push(admit(model, job, &mut prefixes, ctx)),
+                Ok(job) => active.push(admit(model, job, &mut prefixes)),
                 Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
             }
         }
-        let logits = {
-            let tokens: Vec<Vec<u32>> = active.iter().map(|a| a.feed.clone()).collect();
-            let token_refs: Vec<&[u32]> = tokens.iter().map(Vec::as_slice).collect();
-            let mut caches: Vec<&mut KvCache> = active.iter_mut().map(|a| &mut a.cache).collect();
-            forward.run(&mut caches, &token_refs)
-        };
-        let mut still = Vec::with_capacity(active.len());
-        for (mut a, logits) in active.drain(..).zip(logits) {
-            if !a.prefilled {
-                a.prefilled = true;
-                remember_prefix(&mut prefixes, &a, opts.prefix_cache);
+        // Requests whose client left are dropped before they cost another step.
+        active.retain(|a| !a.job.cancelled.load(Ordering::SeqCst));
+        if active.is_empty() {
+            continue;
+        }
+        let step = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            step(model, &mut forward, &mut active, &mut prefixes, opts)
+        }));
+        if let Err(payload) = step {
+            // A bug: fail the requests in flight (dropping their reply channels tells each
+            // waiter), forget what they left behind, and go on with the next ones.
+            tracing::error!(
+                "the decoding engine failed on {} request(s): {}",
+                active.len(),
+                crate::error::panic_message(payload.as_ref())
+            );
+            active.clear();
+            prefixes.clear();
+            forward = Forward::new(&model.config, &model.weights);
+        }
+    }
+}
+
+/// One forward pass over every active request, one sampled token each; finished ones answered.
+fn step(
+    model: &ServedModel,
+    forward: &mut Forward,
+    active: &mut Vec<Active>,
+    prefixes: &mut Vec<(Vec<u32>, KvCache)>,
+    opts: EngineOptions,
+) {
+    crate::engine::hook::checkpoint("decode_step");
+    let ctx = model.config.max_position_embeddings;
+    let logits = {
+        let tokens: Vec<Vec<u32>> = active.iter().map(|a| a.feed.clone()).collect();
+        let token_refs: Vec<&[u32]> = tokens.iter().map(Vec::as_slice).collect();
+        let mut caches: Vec<&mut KvCache> = active.iter_mut().map(|a| &mut a.cache).collect();
+        forward.run(&mut caches, &token_refs)
+    };
+    let mut k = 0;
+    for logits in logits {
+        let a = &mut active[k];
+        if !a.prefilled {
+            a.prefilled = true;
+            remember_prefix(prefixes, a, opts.prefix_cache);
+        }
+        let next = sample(&logits, &a.sampling, &mut a.rng);
+        a.ids.push(next);
+        match finished(model, a, ctx) {
+            Some((text, finish)) => {
+                let a = active.remove(k);
+                let done = Completion {
+                    text,
+                    finish,
+                    prompt_tokens: a.job.prompt.len(),
+                    completion_tokens: a.ids.len(),
+                };
+                let _ = a.job.reply.send(Ok(done));
             }
-            let next = sample(&logits, &a.sampling, &mut a.rng);
-            a.ids.push(next);
-            match finished(model, &a, ctx) {
-                Some((text, finish)) => {
-                    let done = Completion {
-                        text,
-                        finish,
-                        prompt_tokens: a.job.prompt.len(),
-                        completion_tokens: a.ids.len(),
-                    };
-                    let _ = a.job.reply.send(Ok(done));
-                }
-                None => {
-                    a.feed = vec![next];
-                    still.push(a);
-                }
+            None => {
+                a.feed = vec![next];
+                k += 1;
             }
         }
-        active = still;
     }
 }
 
 /// Prompts shorter than this are not worth keeping for prefix reuse.
 const MIN_PREFIX: usize = 64;
 
-fn admit(
-    model: &ServedModel,
-    job: Job,
-    prefixes: &mut [(Vec<u32>, KvCache)],
-    ctx: usize,
-) -> Active {
+/// A new request as an active sequence; its completion is cut at the context's end
+/// (`max_tokens` clamped to what is left).
+fn admit(model: &ServedModel, job: Job, prefixes: &mut [(Vec<u32>, KvCache)]) -> Active {
+    let ctx = model.config.max_position_embeddings;
     let p = &job.params;
     let sampling = SamplingParams {
         temperature: p.temperature,

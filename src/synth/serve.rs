@@ -1,8 +1,12 @@
 //! `grist serve MODEL --port P`: an OpenAI-compatible server over grist's own inference.
 //! `/v1/models`, `/v1/chat/completions` (the model's chat template) and `/v1/completions`;
 //! non-streaming; `temperature`, `top_p`, `max_tokens`, `stop`, `seed`, and `n` of 1. Requests
-//! in flight are decoded together by one engine thread. With a request log, every request is
-//! one JSON line: the xxh3-128 hash of its body (the client's cache key), status and token counts.
+//! in flight are decoded together by one engine thread. Every request is logged (an info line on
+//! stderr; with a request log, also one JSON line: the xxh3-128 hash of its body (the client's
+//! cache key), status and token counts). `max_tokens` is cut to the context the prompt leaves; a
+//! request whose client disconnects is cancelled at the engine's next step (logged as 499). In
+//! chat messages, special-token strings (`<|im_end|>`) are encoded as plain text, so a message
+//! cannot end its own turn; `/v1/completions` prompts are raw model input and keep them.
 
 use std::io::Write;
 use std::net::TcpListener;
@@ -14,7 +18,7 @@ use serde_json::{Value, json};
 
 use super::chat::Message;
 use super::http::{self, HttpRequest, HttpResponse};
-use super::local::{EngineOptions, GenParams, LocalEngine, ServedModel};
+use super::local::{EngineError, EngineOptions, GenParams, LocalEngine, ServedModel};
 use crate::error::{GristError, Result};
 
 pub struct ServeOptions {
@@ -80,13 +84,23 @@ fn bad(message: impl Into<String>) -> ApiError {
 }
 
 impl Server {
+    /// Answers a request and logs it: every request is one info line on stderr (and one JSON
+    /// line in the request log), whether answered, refused, failed or cancelled (status 499,
+    /// nginx's "client closed request").
     fn handle(&self, req: &HttpRequest) -> HttpResponse {
         let started = Instant::now();
         let method = req.method.to_ascii_uppercase();
-        let (status, answer, usage) = match self.route(&method, &req.path, &req.body) {
+        let (status, answer, usage) = match self.route(&method, req) {
             Ok((v, usage)) => (200, serde_json::to_vec(&v).expect("json"), usage),
             Err(e) => (e.status, http::error(e.status, &e.message).body, (0, 0)),
         };
+        let ms = started.elapsed().as_millis() as u64;
+        tracing::info!(
+            "{method} {} {status} prompt_tokens={} completion_tokens={} {ms}ms",
+            req.path,
+            usage.0,
+            usage.1
+        );
         if let Some(log) = &self.log {
             let line = json!({
                 "method": method,
@@ -95,9 +109,9 @@ impl Server {
                 "status": status,
                 "prompt_tokens": usage.0,
                 "completion_tokens": usage.1,
-                "ms": started.elapsed().as_millis() as u64,
+                "ms": ms,
             });
-            let mut f = log.lock().expect("log lock");
+            let mut f = log.lock().unwrap_or_else(|p| p.into_inner());
             let _ = writeln!(f, "{line}");
         }
         HttpResponse {
@@ -109,10 +123,9 @@ impl Server {
     fn route(
         &self,
         method: &str,
-        path: &str,
-        body: &[u8],
+        req: &HttpRequest,
     ) -> std::result::Result<(Value, (usize, usize)), ApiError> {
-        let path = path.trim_end_matches('/');
+        let path = req.path.trim_end_matches('/');
         match (method, path) {
             ("GET", "/v1/models") => Ok((
                 json!({"object": "list", "data": [
@@ -120,8 +133,8 @@ impl Server {
                 ]}),
                 (0, 0),
             )),
-            ("POST", "/v1/chat/completions") => self.completion(body, true),
-            ("POST", "/v1/completions") => self.completion(body, false),
+            ("POST", "/v1/chat/completions") => self.completion(req, true),
+            ("POST", "/v1/completions") => self.completion(req, false),
             (_, "/v1/models" | "/v1/chat/completions" | "/v1/completions") => Err(ApiError {
                 status: 405,
                 message: format!("{method} is not allowed on {path}"),
@@ -137,19 +150,27 @@ impl Server {
 
     fn completion(
         &self,
-        body: &[u8],
+        req: &HttpRequest,
         chat: bool,
     ) -> std::result::Result<(Value, (usize, usize)), ApiError> {
+        let body = &req.body;
         let v: Value =
             serde_json::from_slice(body).map_err(|e| bad(format!("the body is not JSON: {e}")))?;
         let (prompt, params) = self.request(&v, chat)?;
-        let c = self.engine.complete(&prompt, params).map_err(|e| match e {
-            GristError::Usage(m) => bad(m),
-            other => ApiError {
-                status: 500,
-                message: other.to_string(),
-            },
-        })?;
+        let c = self
+            .engine
+            .complete_ids(prompt, params, &|| req.client.gone())
+            .map_err(|e| match e {
+                EngineError::Invalid(m) => bad(m),
+                EngineError::Cancelled => ApiError {
+                    status: 499,
+                    message: e.to_string(),
+                },
+                EngineError::Failed(m) => ApiError {
+                    status: 500,
+                    message: m,
+                },
+            })?;
         let created = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_secs())
@@ -180,8 +201,12 @@ impl Server {
         Ok((answer, (c.prompt_tokens, c.completion_tokens)))
     }
 
-    /// The prompt text and sampling parameters of a request body.
-    fn request(&self, v: &Value, chat: bool) -> std::result::Result<(String, GenParams), ApiError> {
+    /// The prompt's token ids and the sampling parameters of a request body.
+    fn request(
+        &self,
+        v: &Value,
+        chat: bool,
+    ) -> std::result::Result<(Vec<u32>, GenParams), ApiError> {
         if v["stream"].as_bool() == Some(true) {
             return Err(bad("streaming is not supported; send `stream: false`"));
         }
@@ -257,16 +282,20 @@ impl Server {
             }
             self.engine
                 .model
-                .render_chat(&messages)
+                .encode_chat(&messages)
                 .map_err(|e| bad(e.to_string()))?
         } else {
-            match &v["prompt"] {
-                Value::String(s) => s.clone(),
+            let text = match &v["prompt"] {
+                Value::String(s) => s.as_str(),
                 Value::Array(a) if a.len() == 1 && a[0].is_string() => {
-                    a[0].as_str().expect("checked").to_string()
+                    a[0].as_str().expect("checked")
                 }
                 _ => return Err(bad("`prompt` must be a string (one prompt per request)")),
-            }
+            };
+            self.engine
+                .model
+                .encode(text)
+                .map_err(|e| bad(e.to_string()))?
         };
         Ok((
             prompt,

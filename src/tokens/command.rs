@@ -46,6 +46,7 @@ impl TrainCommand {
             "special_tokens": self.params.special_tokens,
             "split_pattern": self.params.split_pattern,
             "lowercase": self.params.lowercase,
+            "max_word_bytes": self.params.max_word_bytes,
             "seed": self.seed,
         });
         if let Some(b) = self.byte_budget {

@@ -72,6 +72,12 @@ pub struct TokenizerParams {
     /// `wordpiece` only: lowercase text (BERT uncased).
     #[serde(default = "default_true")]
     pub lowercase: bool,
+    /// Words (pre-tokenized pieces) longer than this many bytes are left out of training and
+    /// counted in the stats. `tokenizers`' trainer is quadratic in a word's length (a run of
+    /// 120,000 letters takes half a minute, a 50 MB one does not finish); real words are far
+    /// shorter. Like SentencePiece's `max_sentence_length`.
+    #[serde(default = "default_max_word_bytes")]
+    pub max_word_bytes: usize,
 }
 
 fn default_vocab_size() -> usize {
@@ -89,6 +95,9 @@ fn default_split_pattern() -> String {
 fn default_true() -> bool {
     true
 }
+pub fn default_max_word_bytes() -> usize {
+    4096
+}
 
 impl Default for TokenizerParams {
     fn default() -> Self {
@@ -99,6 +108,7 @@ impl Default for TokenizerParams {
             special_tokens: default_special_tokens(),
             split_pattern: default_split_pattern(),
             lowercase: true,
+            max_word_bytes: default_max_word_bytes(),
         }
     }
 }
@@ -120,6 +130,12 @@ impl TokenizerParams {
                     self.model.name(),
                     if self.model == ModelKind::Bpe { " and the 256 bytes" } else { "" }
                 ),
+            ));
+        }
+        if self.max_word_bytes == 0 {
+            out.push((
+                "max_word_bytes",
+                "`max_word_bytes` must be at least 1".into(),
             ));
         }
         let mut seen = std::collections::HashSet::new();
@@ -355,24 +371,56 @@ pub struct WordCounter<'a> {
     /// (the same words, without `tokenizers`' per-character offset tracking).
     fast: bool,
     word: String,
+    max_word_bytes: usize,
     pub counts: WordCounts,
+    /// Words left out for being longer than `max_word_bytes`.
+    pub too_long: LongWords,
+}
+
+/// Words left out of the counts for their length.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct LongWords {
+    pub words: u64,
+    pub bytes: u64,
+}
+
+impl LongWords {
+    pub fn add(&mut self, other: LongWords) {
+        self.words += other.words;
+        self.bytes += other.bytes;
+    }
 }
 
 impl<'a> WordCounter<'a> {
+    /// A counter that keeps words of any length (see [`WordCounter::max_word_bytes`]).
     pub fn new(tokenizer: &'a Tokenizer) -> Self {
         let fast = default_shape(tokenizer);
         WordCounter {
             tokenizer,
             fast,
             word: String::new(),
+            max_word_bytes: usize::MAX,
             counts: WordCounts::default(),
+            too_long: LongWords::default(),
         }
     }
 
+    /// Leaves words longer than `max` bytes (of the text, as split) out of the counts.
+    pub fn max_word_bytes(mut self, max: usize) -> Self {
+        self.max_word_bytes = max;
+        self
+    }
+
     pub fn add(&mut self, text: &str) -> Result<()> {
+        let max = self.max_word_bytes;
         if self.fast {
-            let (map, word) = (&mut self.counts.0, &mut self.word);
+            let (map, word, long) = (&mut self.counts.0, &mut self.word, &mut self.too_long);
             split_gpt4(text, |piece| {
+                if piece.len() > max {
+                    long.words += 1;
+                    long.bytes += piece.len() as u64;
+                    return;
+                }
                 word.clear();
                 byte_level(piece, word);
                 match map.get_mut(word.as_str()) {
@@ -395,6 +443,11 @@ impl<'a> WordCounter<'a> {
         }
         let map = &mut self.counts.0;
         for (word, _, _) in pre.get_splits(OffsetReferential::Original, OffsetType::Byte) {
+            if word.len() > max {
+                self.too_long.words += 1;
+                self.too_long.bytes += word.len() as u64;
+                continue;
+            }
             match map.get_mut(word) {
                 Some(c) => *c += 1,
                 None => {

@@ -39,6 +39,16 @@ pub struct ModelConfig {
     pub eos_token_id: Option<u32>,
 }
 
+/// Bounds of a model's shape. Past them a value is a typo or a hostile file (a GGUF claiming
+/// 2³² layers), and building the model would exhaust memory before any tensor is read.
+pub const MAX_VOCAB: usize = 1 << 24;
+pub const MAX_WIDTH: usize = 1 << 17;
+pub const MAX_LAYERS: usize = 1024;
+pub const MAX_HEADS: usize = 1024;
+pub const MAX_POSITIONS: usize = 1 << 24;
+/// A trillion: far past anything one process trains or serves.
+pub const MAX_PARAMETERS: usize = 1 << 40;
+
 fn default_norm_eps() -> f64 {
     1e-5
 }
@@ -61,17 +71,35 @@ impl ModelConfig {
     #[allow(clippy::neg_cmp_op_on_partial_ord)]
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for (name, v) in [
-            ("vocab_size", self.vocab_size),
-            ("hidden_size", self.hidden_size),
-            ("intermediate_size", self.intermediate_size),
-            ("num_layers", self.num_layers),
-            ("num_heads", self.num_heads),
-            ("max_position_embeddings", self.max_position_embeddings),
+        for (name, v, max) in [
+            ("vocab_size", self.vocab_size, MAX_VOCAB),
+            ("hidden_size", self.hidden_size, MAX_WIDTH),
+            ("intermediate_size", self.intermediate_size, MAX_WIDTH),
+            ("num_layers", self.num_layers, MAX_LAYERS),
+            ("num_heads", self.num_heads, MAX_HEADS),
+            ("max_position_embeddings", self.max_position_embeddings, MAX_POSITIONS),
         ] {
             if v == 0 {
                 out.push(format!("{name}: must be at least 1"));
+            } else if v > max {
+                out.push(format!("{name}: {v} is more than {max}"));
             }
+        }
+        for (name, v, max) in [
+            ("num_kv_heads", self.num_kv_heads, MAX_HEADS),
+            ("head_dim", self.head_dim, MAX_WIDTH),
+        ] {
+            if let Some(v) = v
+                && v > max
+            {
+                out.push(format!("{name}: {v} is more than {max}"));
+            }
+        }
+        if out.is_empty() && self.checked_parameter_count().is_none_or(|n| n > MAX_PARAMETERS) {
+            out.push(format!(
+                "the model has more than {MAX_PARAMETERS} parameters (vocab_size × hidden_size, \
+                 num_heads × head_dim × hidden_size, ... per layer): check its sizes"
+            ));
         }
         if self.num_heads > 0 && self.kv_heads() == 0 {
             out.push("num_kv_heads: must be at least 1".into());
@@ -121,18 +149,30 @@ impl ModelConfig {
         out
     }
 
-    /// Parameters in all (the output projection counted once when tied).
+    /// Parameters in all (the output projection counted once when tied); `usize::MAX` for a
+    /// shape too large to count ([`problems`](Self::problems) reports it).
     pub fn parameter_count(&self) -> usize {
+        self.checked_parameter_count().unwrap_or(usize::MAX)
+    }
+
+    /// Parameters in all, or `None` when the count overflows.
+    fn checked_parameter_count(&self) -> Option<usize> {
         let (d, f, hd) = (self.hidden_size, self.intermediate_size, self.head_dim());
-        let q = self.num_heads * hd;
-        let kv = self.kv_heads() * hd;
-        let layer = 2 * d + d * q + 2 * d * kv + q * d + 3 * d * f;
-        let head = if self.tie_embeddings {
-            0
-        } else {
-            self.vocab_size * d
-        };
-        self.vocab_size * d + self.num_layers * layer + d + head
+        let q = self.num_heads.checked_mul(hd)?;
+        let kv = self.kv_heads().checked_mul(hd)?;
+        let layer = [
+            d.checked_mul(2)?,
+            d.checked_mul(q)?.checked_mul(2)?,
+            d.checked_mul(kv)?.checked_mul(2)?,
+            d.checked_mul(f)?.checked_mul(3)?,
+        ]
+        .into_iter()
+        .try_fold(0usize, usize::checked_add)?;
+        let embed = self.vocab_size.checked_mul(d)?;
+        let head = if self.tie_embeddings { 0 } else { embed };
+        [embed, self.num_layers.checked_mul(layer)?, d, head]
+            .into_iter()
+            .try_fold(0usize, usize::checked_add)
     }
 }
 

@@ -34,6 +34,18 @@ pub fn read_gguf(path: &Path) -> Result<ModelFiles> {
         ));
     }
     let cfg = config(&g, path)?;
+    // A header may claim any number of blocks: check the last one's tensors are there before
+    // building anything per block.
+    let last = format!("blk.{}.attn_norm.weight", cfg.num_layers - 1);
+    if g.tensor(&last).is_none() {
+        return Err(GristError::data(
+            path,
+            format!(
+                "llama.block_count is {}, but the file has no tensor `{last}`",
+                cfg.num_layers
+            ),
+        ));
+    }
     let tensor =
         |name: &str| -> Result<Vec<f32>> { g.tensor_f32(&bytes, name).map_err(|e| err(path, e)) };
     let (q_rows, kv_rows) = (

@@ -5,6 +5,7 @@ mod classifier;
 mod config;
 mod dedup;
 mod filters;
+mod hardening;
 mod langid;
 mod resume;
 mod run;

@@ -87,6 +87,7 @@ impl Scratch {
             .env_remove("SLURM_ARRAY_TASK_ID")
             .env_remove("SLURM_ARRAY_TASK_COUNT")
             .env_remove("GRIST_PAUSE_AT")
+            .env_remove("GRIST_PANIC_AT")
             .stdin(Stdio::null());
         cmd
     }
