@@ -355,6 +355,16 @@ fn parse<R: Read + Seek>(r: BufReader<R>, len: u64, path: &Path) -> Result<Model
     // FastText::loadModel: "old supervised models do not use char ngrams".
     let old_sup = version == 11 && model == ModelKind::Supervised;
     let maxn = if old_sup { 0 } else { a[10] };
+    // fastText hashes subwords and word n-grams modulo `bucket`: with none, loading (subwords)
+    // or the first prediction (n-grams) divides by zero and kills the process.
+    let word_ngrams = a[5];
+    if bucket == 0 && (maxn > 0 || word_ngrams > 1) {
+        bail!(
+            s,
+            "bucket is 0 but the model hashes {} into buckets",
+            if maxn > 0 { "subwords (maxn > 0)" } else { "word n-grams (wordNgrams > 1)" }
+        );
+    }
 
     // Dictionary::save
     s.need(3 * 4 + 2 * 8, "the dictionary header")?;
@@ -645,11 +655,8 @@ mod tests {
 
     #[test]
     fn lid176() {
-        let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../shared/data/fasttext_lid176/lid.176.ftz");
-        if !path.exists() {
-            return eprintln!("skipping: {} is absent", path.display());
-        }
+        // The bundled copy (filters/models/), so this runs wherever the repository is.
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("filters/models/lid.176.ftz");
         let info = inspect(&path).unwrap();
         assert_eq!(
             summary(&info),
@@ -676,6 +683,14 @@ mod tests {
             c[at] ^= 0xA5;
             let _ = parse_bytes(&c); // never panics
         }
+    }
+
+    /// Issue 16 (fastText divides by `bucket` when hashing n-grams and subwords): a model with
+    /// no buckets but n-grams is refused before fastText loads it (it killed the process).
+    #[test]
+    fn a_model_with_ngrams_and_no_buckets_is_refused() {
+        let b = with_i32(&synthetic(3), 40, 0);
+        assert!(err_text(&b).contains("bucket is 0 but the model hashes word n-grams"), "{}", err_text(&b));
     }
 
     #[test]

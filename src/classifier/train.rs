@@ -88,6 +88,9 @@ impl Default for TrainParams {
     }
 }
 
+/// The n-gram hash matrix fastText allocates (`bucket × dim` floats), at most.
+const MAX_NGRAM_MATRIX_BYTES: u64 = 16_000_000_000;
+
 impl TrainParams {
     /// Every problem, as (parameter, message).
     pub fn problems(&self) -> Vec<(&'static str, String)> {
@@ -104,8 +107,37 @@ impl TrainParams {
                 out.push((name, format!("`{name}` must be at least 1, not {v}")));
             }
         }
+        // Past these, fastText aborts the process (a failed allocation, a thread it cannot
+        // start) instead of returning an error.
+        for (name, v, max) in [
+            ("dim", self.dim, 4096),
+            ("wordNgrams", self.word_ngrams, 100),
+            ("thread", self.thread, 1024),
+        ] {
+            if v > max {
+                out.push((name, format!("`{name}` {v} is more than {max}")));
+            }
+        }
         if self.bucket < 0 {
             out.push(("bucket", format!("`bucket` {} is negative", self.bucket)));
+        } else if self.bucket == 0 && self.word_ngrams > 1 {
+            // fastText hashes each n-gram modulo `bucket`: 0 divides by zero (SIGFPE).
+            out.push((
+                "bucket",
+                "`bucket` 0 leaves word n-grams nowhere to go: set wordNgrams to 1 or bucket to at least 1"
+                    .into(),
+            ));
+        } else if self.dim > 0 && self.bucket as u64 * self.dim as u64 * 4 > MAX_NGRAM_MATRIX_BYTES {
+            out.push((
+                "bucket",
+                format!(
+                    "`bucket` × `dim` ({} × {}) is a matrix of {} GB; at most {} GB",
+                    self.bucket,
+                    self.dim,
+                    self.bucket as u64 * self.dim as u64 * 4 / 1_000_000_000,
+                    MAX_NGRAM_MATRIX_BYTES / 1_000_000_000
+                ),
+            ));
         }
         if !(self.lr > 0.0 && self.lr.is_finite()) {
             out.push(("lr", format!("`lr` {} is not positive", self.lr)));

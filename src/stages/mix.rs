@@ -112,6 +112,9 @@ fn default_validation_fraction() -> f64 {
     0.01
 }
 
+/// Copies of a long document per epoch, at most (a typo guard: 10⁴ copies is already absurd).
+const MAX_FACTOR: u32 = 10_000;
+
 impl StageConfig for Mix {
     const TYPE: &'static str = "mix";
     const KIND: StageKind = StageKind::Barrier;
@@ -142,10 +145,14 @@ impl StageConfig for Mix {
                     format!("source `{name}`: `max_epochs` must be positive"),
                 );
             }
-            if s.long_documents.as_ref().is_some_and(|l| l.factor == 0) {
+            if s
+                .long_documents
+                .as_ref()
+                .is_some_and(|l| !(1..=MAX_FACTOR).contains(&l.factor))
+            {
                 problem(
                     "sources",
-                    format!("source `{name}`: `long_documents.factor` must be ≥ 1"),
+                    format!("source `{name}`: `long_documents.factor` must be in 1..={MAX_FACTOR}"),
                 );
             }
             if name.is_empty() || name.contains(['/', '\\']) {
@@ -467,7 +474,12 @@ impl Splits {
             let lengths: Vec<u64> = pool.iter().map(|x| x.1).collect();
             let copies: Vec<u32> = pool.iter().map(|x| x.2).collect();
             let seed = c.seed ^ (i as u64).wrapping_mul(0x9E37_79B9) ^ (seed_offset << 32);
-            let chosen = select(&lengths, &copies, *target, seed);
+            let chosen = select(&lengths, &copies, *target, seed).map_err(|e| {
+                GristError::Stage {
+                    stage: "mix".into(),
+                    message: format!("source `{}`: {e}", self.pools[i].name),
+                }
+            })?;
             let mut seen = vec![false; pool.len()];
             for &k in &chosen {
                 selected[i] += lengths[k as usize];

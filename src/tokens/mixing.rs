@@ -144,20 +144,38 @@ impl SplitMix64 {
     }
 }
 
+/// Document copies one mix may select at most (4 bytes each in memory, 16 in the index).
+pub const MAX_SELECTED: u64 = 1 << 30;
+
 /// The documents (indices into `lengths`, repeated) that draw `target` tokens from a pool whose
 /// documents have `lengths` and upsampling `copies`: every copy of every document once per whole
 /// epoch, then a seeded sample of the copies for the part-epoch, stopping nearest the target.
-pub fn select(lengths: &[u64], copies: &[u32], target: f64, seed: u64) -> Vec<u32> {
+/// More than [`MAX_SELECTED`] copies (absurd epochs or upsampling) is an error, before any
+/// memory is taken for them.
+pub fn select(
+    lengths: &[u64],
+    copies: &[u32],
+    target: f64,
+    seed: u64,
+) -> std::result::Result<Vec<u32>, String> {
     let epoch: u64 = lengths
         .iter()
         .zip(copies)
-        .map(|(&l, &c)| l * c as u64)
-        .sum();
+        .map(|(&l, &c)| l.saturating_mul(c as u64))
+        .fold(0u64, u64::saturating_add);
     let mut out = Vec::new();
     if epoch == 0 || target <= 0.0 {
-        return out;
+        return Ok(out);
     }
     let full = (target / epoch as f64).floor() as u64;
+    let per_epoch: u64 = copies.iter().map(|&c| c as u64).sum();
+    let most = full.saturating_add(1).saturating_mul(per_epoch);
+    if most > MAX_SELECTED {
+        return Err(format!(
+            "{full} epochs of {per_epoch} document copies is more than {MAX_SELECTED} documents to \
+             select; lower `max_epochs`, `total_tokens` or `long_documents.factor`"
+        ));
+    }
     let instances: Vec<u32> = (0..lengths.len() as u32)
         .flat_map(|d| std::iter::repeat_n(d, copies[d as usize] as usize))
         .collect();
@@ -177,7 +195,7 @@ pub fn select(lengths: &[u64], copies: &[u32], target: f64, seed: u64) -> Vec<u3
             break;
         }
     }
-    out
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -246,13 +264,16 @@ mod tests {
     fn selection_takes_whole_epochs_then_a_sample_near_the_target() {
         let lengths = vec![10u64; 100];
         let copies = vec![1u32; 100];
-        let s = select(&lengths, &copies, 2_555.0, 7);
+        let s = select(&lengths, &copies, 2_555.0, 7).unwrap();
         let tokens: u64 = s.iter().map(|&d| lengths[d as usize]).sum();
         assert!((2550..=2560).contains(&tokens), "{tokens}");
-        assert_eq!(s, select(&lengths, &copies, 2_555.0, 7));
-        assert_ne!(s, select(&lengths, &copies, 2_555.0, 8));
+        assert_eq!(s, select(&lengths, &copies, 2_555.0, 7).unwrap());
+        assert_ne!(s, select(&lengths, &copies, 2_555.0, 8).unwrap());
+        // Absurd epochs are an error before anything is allocated.
+        assert!(select(&[1, 1], &[1, 1], 1e15, 0).unwrap_err().contains("lower `max_epochs`"));
+        assert!(select(&[1], &[u32::MAX], 1e12, 0).is_err());
         // Upsampled documents come twice per epoch.
-        let s = select(&[5, 50], &[1, 2], 105.0, 0);
+        let s = select(&[5, 50], &[1, 2], 105.0, 0).unwrap();
         assert_eq!(s.iter().filter(|&&d| d == 1).count(), 2);
     }
 }

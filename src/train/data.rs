@@ -180,10 +180,11 @@ impl Stream {
         }
     }
 
-    pub fn nth(&mut self, s: u64) -> Sample {
+    /// Sample `s` of the stream, and whether it came from the replayed old data.
+    pub fn nth(&mut self, s: u64) -> (Sample, bool) {
         match self.locate(s) {
-            (true, i) => self.replay.as_mut().expect("replay").0.nth(i),
-            (false, i) => self.main.nth(i),
+            (true, i) => (self.replay.as_mut().expect("replay").0.nth(i), true),
+            (false, i) => (self.main.nth(i), false),
         }
     }
 }

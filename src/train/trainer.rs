@@ -177,11 +177,17 @@ pub fn run(cfg: &TrainConfig) -> Result<Summary> {
     while state.step < total_steps {
         let step = state.step + 1;
         let t0 = Instant::now();
+        // Samples this step took from the replayed old data (continual runs).
+        let mut replayed = 0usize;
         let batches: Vec<Batch> = (0..cfg.grad_accum_steps)
             .map(|a| {
                 let first = state.samples + (a * cfg.micro_batch_size) as u64;
                 let samples: Vec<_> = (0..cfg.micro_batch_size as u64)
-                    .map(|i| stream.nth(first + i))
+                    .map(|i| {
+                        let (sample, from_replay) = stream.nth(first + i);
+                        replayed += usize::from(from_replay);
+                        sample
+                    })
                     .collect();
                 data::batch(&samples, cfg.seq_len, layout)
             })
@@ -235,6 +241,9 @@ pub fn run(cfg: &TrainConfig) -> Result<Summary> {
             "grad_norm": grad_norm,
             "tokens_per_s": (per_step * cfg.seq_len) as f64 / secs.max(1e-9),
         });
+        if stream.replay.is_some() {
+            record["replay_samples"] = json!(replayed);
+        }
         let eval_now =
             (cfg.eval.every > 0 && step.is_multiple_of(cfg.eval.every)) || step == total_steps;
         if eval_now && let Some(valid) = &valid {
@@ -432,7 +441,13 @@ fn unigram_bits_per_byte(
         bytes += target_bytes(&s, tok);
         let b = data::batch(std::slice::from_ref(&s), cfg.seq_len, layout);
         for &t in b.targets.iter().filter(|&&t| t >= 0) {
-            bits -= (counts[t as usize] as f64 / total as f64).log2();
+            let count = counts.get(t as usize).ok_or_else(|| {
+                GristError::data(
+                    valid.path(),
+                    format!("validation token {t} is outside the vocabulary ({vocab})"),
+                )
+            })?;
+            bits -= (*count as f64 / total as f64).log2();
         }
     }
     Ok(if bytes > 0 { bits / bytes as f64 } else { 0.0 })

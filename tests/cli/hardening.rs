@@ -354,3 +354,24 @@ fn i14_changed_external_files_rerun_what_reads_them() {
     assert_ok(&out);
     assert!(text(&out).contains("1 task(s) run"), "{}", text(&out));
 }
+
+/// 5: a YAML alias bomb (nine levels of nine aliases) is a config error at once, for
+/// `validate` and `plan` alike (it used to grow to 23 GB).
+#[test]
+fn i05_a_yaml_alias_bomb_is_a_config_error() {
+    let s = Scratch::new();
+    let mut doc = String::from("name: bomb\nx0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    for i in 1..=9 {
+        let p = i - 1;
+        let refs = vec![format!("*a{p}"); 9].join(", ");
+        doc.push_str(&format!("x{i}: &a{i} [{refs}]\n"));
+    }
+    doc.push_str("stages: []\n");
+    s.write("bomb.yaml", doc);
+    for cmd in ["validate", "plan", "run"] {
+        let out = grist_within(&s, &[cmd, "bomb.yaml"], 30);
+        assert_no_panic(&out);
+        assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+        assert!(text(&out).contains("expands to more than 100000 nodes"), "{}", text(&out));
+    }
+}

@@ -5,7 +5,7 @@ mod classifier;
 mod config;
 mod dedup;
 mod filters;
-mod hardening;
+pub mod hardening;
 mod langid;
 mod resume;
 mod run;

@@ -445,6 +445,13 @@ fn continual_and_long_context_start_from_the_checkpoint() {
     );
     s.write(&replay, text);
     assert_ok(&s.grist(&["train", &replay]));
+    // Every step of 4 samples took exactly one from the old data.
+    let replayed: Vec<u64> = std::fs::read_to_string(s.path("replay/metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap()["replay_samples"].as_u64().unwrap())
+        .collect();
+    assert_eq!(replayed, [1, 1]);
 }
 
 #[test]
@@ -458,12 +465,64 @@ fn pretrain_reports_bits_per_byte_and_generates() {
         ),
     );
     assert_ok(&s.grist(&["train", &cfg]));
+    // Bits per byte, recomputed here from its definition: the summed validation loss (nats)
+    // over the UTF-8 bytes the validation targets decode to, and a unigram model (add-one
+    // counts of the training split's tokens) on the same targets.
     let sum = summary(&s, "run");
     let (val, uni) = (
         sum["val_bpb"].as_f64().unwrap(),
         sum["unigram_bpb"].as_f64().unwrap(),
     );
-    assert!(val > 0.0 && uni > 0.0, "{sum}");
+    let out = s.grist(&[
+        "evaluate",
+        "run/checkpoints/step-00000030",
+        "--data",
+        &mix_dir(),
+        "--seq-len",
+        "255",
+        "--max-samples",
+        "128",
+    ]);
+    assert_ok(&out);
+    let e: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (loss, tokens) = (e["loss"].as_f64().unwrap(), e["tokens"].as_f64().unwrap());
+    assert!((loss - sum["val_loss"].as_f64().unwrap()).abs() < 1e-9, "{e} vs {sum}");
+    let tok = tokenizers::Tokenizer::from_file(tokenizer()).unwrap();
+    let valid = grist::tokens::megatron::Dataset::open(&PathBuf::from(mix_dir()).join("valid")).unwrap();
+    let train = grist::tokens::megatron::Dataset::open(&PathBuf::from(mix_dir()).join("train")).unwrap();
+    let mix: Value =
+        serde_json::from_slice(&std::fs::read(PathBuf::from(mix_dir()).join("mix.json")).unwrap()).unwrap();
+    let pad = mix["pad_id"].as_u64().map(|p| p as u32);
+    let mut counts = vec![1u64; 2048];
+    for q in 0..train.num_sequences() {
+        for t in train.sequence(q) {
+            counts[t as usize] += 1;
+        }
+    }
+    let total: u64 = counts.iter().sum();
+    let (mut bytes, mut targets, mut unigram_bits) = (0usize, 0usize, 0f64);
+    for d in 0..valid.num_documents().min(128) {
+        let fragments: Vec<Vec<u32>> = valid.document_sequences(d).map(|q| valid.sequence(q).to_vec()).collect();
+        let n = fragments.len();
+        let mut at = 0usize;
+        for (k, f) in fragments.iter().enumerate() {
+            let padding = n > 1 && k == n - 1 && pad.is_some_and(|p| f.iter().all(|&t| t == p));
+            // Targets are tokens 1.. of the sample, padding excluded.
+            let from = if at == 0 { 1 } else { 0 };
+            if !padding && f.len() > from {
+                let t = &f[from..];
+                bytes += tok.decode(t, true).unwrap().len();
+                targets += t.len();
+                unigram_bits -= t.iter().map(|&x| (counts[x as usize] as f64 / total as f64).log2()).sum::<f64>();
+            }
+            at += f.len();
+        }
+    }
+    assert_eq!(targets as f64, tokens, "validation targets");
+    let want = loss * tokens / std::f64::consts::LN_2 / bytes as f64;
+    assert!((val - want).abs() < 1e-9 * want, "val_bpb {val} vs {want}");
+    let want_uni = unigram_bits / bytes as f64;
+    assert!((uni - want_uni).abs() < 1e-9 * want_uni, "unigram_bpb {uni} vs {want_uni}");
     let out = s.grist(&[
         "generate",
         "run/checkpoints/step-00000030",
