@@ -7,6 +7,8 @@ pub mod config;
 pub mod dedup;
 pub mod engine;
 pub mod error;
+#[cfg(test)]
+mod fuzz;
 pub mod inspect;
 pub mod io;
 pub mod stages;

@@ -685,6 +685,23 @@ mod tests {
         }
     }
 
+    /// Fuzz (issue 16): mutated models (supervised, skip-gram, cbow) and random bytes are
+    /// accepted or refused with a message naming the file; never a panic, and what the check
+    /// holds stays small whatever the header claims.
+    #[test]
+    fn fuzz_model_files() {
+        let seeds = vec![synthetic(1), synthetic(2), synthetic(3)];
+        crate::fuzz::fuzz("fasttext model", 3000, crate::fuzz::inputs(seeds), |bytes| {
+            let (result, peak) = crate::fuzz::peak_bytes(|| parse_bytes(&bytes));
+            if let Err(e) = result
+                && !e.to_string().contains("mem.bin")
+            {
+                return Err(format!("an error that does not name the file: {e}"));
+            }
+            crate::fuzz::within("fasttext model", peak, 16 * bytes.len() + (1 << 20), bytes.len())
+        });
+    }
+
     /// Issue 16 (fastText divides by `bucket` when hashing n-grams and subwords): a model with
     /// no buckets but n-grams is refused before fastText loads it (it killed the process).
     #[test]

@@ -636,4 +636,30 @@ mod tests {
         assert!(errors("name: [\n")[0].contains("invalid YAML"));
         assert!(errors("- a\n")[0].contains("a pipeline file is a mapping"));
     }
+
+    /// Fuzz (issue 16): mutated bundled pipelines and random bytes parse to a spec or to
+    /// diagnostics that render, never a panic, holding memory in proportion to the text.
+    #[test]
+    fn fuzz_pipeline_files() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines");
+        let mut seeds: Vec<Vec<u8>> = std::fs::read_dir(&dir)
+            .unwrap()
+            .filter_map(|e| {
+                let p = e.unwrap().path();
+                (p.extension()? == "yaml").then(|| std::fs::read(p).unwrap())
+            })
+            .collect();
+        seeds.push(b"a: &x [1, 2]\nb: *x\nc: {<<: *x}\n".to_vec());
+        crate::fuzz::fuzz("pipeline yaml", 3000, crate::fuzz::inputs(seeds), |bytes| {
+            let text = String::from_utf8_lossy(&bytes);
+            let (rendered, peak) = crate::fuzz::peak_bytes(|| match parse(Path::new("p.yaml"), &text) {
+                Ok(loaded) => format!("{} stages", loaded.spec.stages.len()),
+                Err(d) => d.to_string(),
+            });
+            if rendered.is_empty() {
+                return Err("an error without a message".into());
+            }
+            crate::fuzz::within("pipeline yaml", peak, 4096 * bytes.len() + (8 << 20), bytes.len())
+        });
+    }
 }

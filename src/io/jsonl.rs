@@ -359,3 +359,60 @@ impl JsonlFileWriter {
         self.writer.into_inner().finish().at(&self.path)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzz (issue 16): mutated JSON Lines shards and random bytes read to rows and rejected
+    /// lines that add up to the shard's non-blank lines, or to an error naming the file; never
+    /// a panic, and memory in proportion to the shard.
+    #[test]
+    fn fuzz_json_lines_shards() {
+        let seeds: Vec<Vec<u8>> = [
+            &b"{\"text\": \"hello world\", \"id\": \"a\", \"n\": 1, \"meta\": {\"x\": [1, 2]}}\n{\"text\": \"second\", \"id\": \"b\", \"n\": 2.5}\n"[..],
+            b"{\"text\": \"a\", \"meta\": 1}\n{\"text\": \"b\", \"meta\": {\"x\": 1}}\n\n{\"text\": null}\n[1, 2]\n{\"text\": \"bad \xff\"}\n",
+            b"{\"id\": 3, \"text\": \"x\", \"list\": [[1], [2, 3]], \"deep\": {\"a\": {\"b\": {\"c\": \"d\"}}}}\r\n{\"id\": \"4\", \"text\": \"y\"}",
+        ]
+        .iter()
+        .map(|s| s.to_vec())
+        .collect();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("shard.jsonl");
+        crate::fuzz::fuzz("json lines", 2000, crate::fuzz::inputs(seeds), |bytes| {
+            std::fs::write(&path, &bytes).unwrap();
+            let shard = Shard {
+                path: path.clone(),
+                name: "shard.jsonl".into(),
+            };
+            let opts = ReadOptions {
+                mapping: ColumnMapping::default(),
+                infer_rows: None,
+            };
+            let (result, peak) = crate::fuzz::peak_bytes(|| -> Result<u64> {
+                let mut reader = open(&shard, &opts, 16, None)?;
+                let mut rows = 0u64;
+                while let Some(f) = reader.next_batch()? {
+                    rows += f.kept.num_rows() as u64;
+                    rows += f.rejected.map_or(0, |r| r.num_rows() as u64);
+                }
+                Ok(rows)
+            });
+            let lines = bytes
+                .split(|&b| b == b'\n')
+                .filter(|l| !l.iter().all(|b| b.is_ascii_whitespace()))
+                .count() as u64;
+            match result {
+                Ok(rows) if rows != lines => {
+                    return Err(format!("{rows} rows read of {lines} lines"));
+                }
+                Ok(_) => {}
+                Err(e) if !e.to_string().contains("shard.jsonl") => {
+                    return Err(format!("an error that does not name the file: {e}"));
+                }
+                Err(_) => {}
+            }
+            crate::fuzz::within("json lines", peak, 512 * bytes.len() + (16 << 20), bytes.len())
+        });
+    }
+}

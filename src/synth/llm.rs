@@ -849,4 +849,49 @@ mod tests {
             serde_json::to_vec(&client.body(&req)).unwrap()
         );
     }
+
+    /// Fuzz (issue 16): whatever an endpoint answers (mutated chat and completion bodies,
+    /// random bytes, any `Retry-After` value) becomes an answer or a malformed-answer error;
+    /// never a panic, never a wait past the cap.
+    #[test]
+    fn fuzz_endpoint_answers() {
+        let seeds = vec![
+            json!({"id": "x", "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}, "finish_reason": "stop"}],
+                   "usage": {"prompt_tokens": 3, "completion_tokens": 1}}),
+            json!({"choices": [{"text": " there", "finish_reason": "length", "logprobs": null}], "usage": {"prompt_tokens": 2}}),
+        ];
+        crate::fuzz::fuzz("llm answers", 3000, crate::fuzz::json_inputs(seeds), |bytes| {
+            let text = String::from_utf8_lossy(&bytes);
+            let (_, peak) = crate::fuzz::peak_bytes(|| {
+                for api in [Api::Chat, Api::Completions] {
+                    if let Err(e) = parse_response(&text, api, "k")
+                        && e.reason() != "llm_malformed_response"
+                    {
+                        panic!("{e:?}");
+                    }
+                }
+            });
+            crate::fuzz::within("llm answers", peak, 64 * bytes.len() + (64 << 10), bytes.len())
+        });
+        crate::fuzz::fuzz(
+            "retry-after",
+            3000,
+            crate::fuzz::inputs(vec![b"1500".to_vec(), b"2.5".to_vec(), b"1e30".to_vec()]),
+            |bytes| {
+                let Ok(value) = ureq::http::HeaderValue::from_bytes(&bytes) else {
+                    return Ok(());
+                };
+                for name in ["retry-after-ms", "retry-after"] {
+                    let mut h = ureq::http::HeaderMap::new();
+                    h.insert(ureq::http::HeaderName::from_static(name), value.clone());
+                    if let Some(d) = retry_after(&h)
+                        && d > Duration::from_secs_f64(MAX_RETRY_AFTER_S)
+                    {
+                        return Err(format!("{name}: {value:?} waits {d:?}"));
+                    }
+                }
+                Ok(())
+            },
+        );
+    }
 }

@@ -69,8 +69,7 @@ impl ServedModel {
             let bytes = m.tokenizer.ok_or_else(|| {
                 GristError::data(path, "the GGUF file has no tokenizer grist can rebuild")
             })?;
-            let tok = Tokenizer::from_bytes(&bytes)
-                .map_err(|e| GristError::data(path, format!("its tokenizer does not load: {e}")))?;
+            let tok = crate::tokens::encoder::tokenizer_from_bytes(&bytes, path)?;
             (m.config, m.weights, tok, m.chat_template)
         } else {
             return Err(GristError::data(path, "no such checkpoint or GGUF file"));

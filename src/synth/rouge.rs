@@ -124,11 +124,14 @@ pub struct Similarity {
 }
 
 /// Token sequences to compare candidates with; tokens are interned to integers.
-#[derive(Default)]
+#[derive(Default, Clone)]
 pub struct Pool {
     vocab: FxHashMap<String, u32>,
     items: Vec<Vec<u32>>,
 }
+
+/// Candidates longer than this many tokens are compared item by item (see [`Pool::scores`]).
+const LONG_CANDIDATE: usize = 4096;
 
 impl Pool {
     pub fn new() -> Pool {
@@ -160,6 +163,20 @@ impl Pool {
 
     /// The score of `candidate` against every item, in pool order.
     pub fn scores(&self, candidate: &[u32]) -> Vec<f64> {
+        if candidate.len() > LONG_CANDIDATE {
+            // A pattern holds (distinct tokens × length / 64) words: for an answer of a million
+            // tokens that is hundreds of GB. The LCS is symmetric, so take each (short) item as
+            // the pattern instead; the score's arguments keep their order, so it is the same.
+            return self
+                .items
+                .par_iter()
+                .with_min_len(16)
+                .map(|item| {
+                    let lcs = Pattern::new(item).lcs(candidate);
+                    f_measure(lcs, candidate.len(), item.len())
+                })
+                .collect();
+        }
         let pattern = Pattern::new(candidate);
         self.items
             .par_iter()
@@ -279,5 +296,34 @@ mod tests {
         ) {
             prop_assert_eq!(Pattern::new(&a).lcs(&b), lcs_table(&a, &b));
         }
+    }
+
+    /// A candidate past the long-candidate threshold scores as the pattern path does, and its
+    /// memory stays that of the (short) pool items (issue 16: an endpoint ignoring `max_tokens`
+    /// could send a million-token candidate).
+    #[test]
+    fn long_candidates_score_the_same_in_bounded_memory() {
+        let mut x = 12345u64;
+        let mut next = |m: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % m) as u32
+        };
+        let mut pool = Pool::new();
+        let items: Vec<Vec<u32>> = (0..20).map(|_| (0..60).map(|_| next(40)).collect()).collect();
+        for it in &items {
+            pool.push(it.clone());
+        }
+        let long: Vec<u32> = (0..LONG_CANDIDATE as u32 + 500).map(|_| next(40)).collect();
+        let got = pool.scores(&long);
+        for (it, g) in items.iter().zip(&got) {
+            let want = f_measure(lcs_table(&long, it), long.len(), it.len());
+            assert_eq!(g.to_bits(), want.to_bits());
+        }
+        // A million distinct tokens: held memory stays small.
+        let huge: Vec<u32> = (0..1_000_000).collect();
+        let (_, peak) = crate::fuzz::peak_bytes(|| pool.scores(&huge));
+        assert!(peak < 1 << 20, "{peak}");
     }
 }

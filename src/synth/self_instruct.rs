@@ -159,20 +159,26 @@ fn filter_instances(instances: Vec<Instance>) -> Vec<Instance> {
         })
         .collect();
     // filter_duplicate_instances: the same non-empty input with different outputs drops all.
-    for (a, x) in valid.iter().enumerate() {
-        for y in &valid[..a] {
-            if !x.0.is_empty() && x.0 == y.0 && x.1 != y.1 {
-                return Vec::new();
+    // (In linear time: an answer may hold hundreds of thousands of examples.)
+    let mut first_output: std::collections::HashMap<&str, &str> = Default::default();
+    for (i, o) in &valid {
+        if i.is_empty() {
+            continue;
+        }
+        match first_output.get(i.as_str()) {
+            Some(&seen) if seen != o.as_str() => return Vec::new(),
+            Some(_) => {}
+            None => {
+                first_output.insert(i, o);
             }
         }
     }
-    let mut unique: Vec<Instance> = Vec::new();
-    for x in valid {
-        if !unique.contains(&x) {
-            unique.push(x);
-        }
-    }
-    unique
+    drop(first_output);
+    let mut seen = std::collections::HashSet::new();
+    valid
+        .into_iter()
+        .filter(|x| seen.insert(x.clone()))
+        .collect()
 }
 
 /// `parse_instances_for_generation_task`.
@@ -551,5 +557,42 @@ mod tests {
         d.dedup();
         assert_eq!(d.len(), 3);
         assert_eq!(sample(&xs, 9, &mut rng).len(), 5);
+    }
+
+    /// Fuzz (issue 16): model answers (mutated numbered lists and instance blocks, random
+    /// bytes, long runs) go through Self-Instruct's parsers and the ROUGE-L pool check without
+    /// a panic, in memory proportional to the answer.
+    #[test]
+    fn fuzz_model_answers() {
+        let seeds: Vec<Vec<u8>> = [
+            " Suggest a name for a bakery.\n10. Draw a picture of a cat.\n11. Say hi\n12. Write a program that prints.\n13. Classify the review.",
+            "Example 1\nInput: a\nOutput: Crumb & Co.\nExample 2\nOutput: The Daily Loaf\nExample 3\nInput: a\nOutput: other",
+            "Class label: Positive\nReview: Great bread.\nClass label: Negative\nReview: Stale bread.",
+            "1.2.3.4.5.6.7.8.9.10.11.12.13.14.15.16.17.18.19.20",
+        ]
+        .iter()
+        .map(|s| s.as_bytes().to_vec())
+        .collect();
+        let mut pool = Pool::new();
+        for seed in ["Explain how tides work.", "List five fruits that are red."] {
+            let ids = pool.tokens(seed);
+            pool.push(ids);
+        }
+        crate::fuzz::fuzz("model answers", 2000, crate::fuzz::inputs(seeds), |bytes| {
+            let text = String::from_utf8_lossy(&bytes);
+            let mut pool = pool.clone();
+            let (_, peak) = crate::fuzz::peak_bytes(|| {
+                for c in parse_instructions(&text, true, true) {
+                    let ids = pool.tokens(&c.text);
+                    let _ = pool.compare(&ids, 10);
+                }
+                for cut in [false, true] {
+                    let _ = parse_generation_instances(&text, cut);
+                    let _ = parse_classification_instances(&text, cut);
+                }
+                let _ = is_yes(&text);
+            });
+            crate::fuzz::within("model answers", peak, 256 * bytes.len() + (1 << 20), bytes.len())
+        });
     }
 }

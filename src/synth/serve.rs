@@ -309,3 +309,120 @@ impl Server {
         ))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::fuzz;
+    use proptest::prelude::*;
+
+    /// A served model: random weights over the C4 BPE tokenizer with ChatML's control tokens
+    /// added (ids 2048, 2049), a 64-token context.
+    fn tiny_server(dir: &std::path::Path) -> Server {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut tok: Value = serde_json::from_slice(
+            &std::fs::read(root.join("tests/fixtures/parity/tokenizer_c4_bpe.json")).unwrap(),
+        )
+        .unwrap();
+        for (id, content) in [(2048, "<|im_start|>"), (2049, "<|im_end|>")] {
+            tok["added_tokens"].as_array_mut().unwrap().push(json!({
+                "id": id, "content": content, "single_word": false, "lstrip": false,
+                "rstrip": false, "normalized": false, "special": true
+            }));
+        }
+        let tok_path = dir.join("tok.json");
+        std::fs::write(&tok_path, serde_json::to_vec(&tok).unwrap()).unwrap();
+        let cfg = crate::train::config::ModelConfig {
+            vocab_size: 2050,
+            max_position_embeddings: 64,
+            eos_token_id: Some(0),
+            ..crate::train::params::tests::tiny()
+        };
+        let weights = crate::train::params::Weights::init(&cfg, 3, 0.5);
+        let ckpt = dir.join("ckpt");
+        std::fs::create_dir_all(&ckpt).unwrap();
+        crate::train::checkpoint::write_model(&ckpt, &cfg, &weights, Some(&tok_path)).unwrap();
+        std::fs::write(
+            ckpt.join("chat_template.jinja"),
+            "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n'}}{% endfor %}",
+        )
+        .unwrap();
+        let model = ServedModel::load(&ckpt).unwrap();
+        Server {
+            engine: LocalEngine::start(Arc::new(model), EngineOptions::default()),
+            name: "tiny".into(),
+            log: None,
+        }
+    }
+
+    fn request(method: &str, path: &str, body: &[u8]) -> Vec<u8> {
+        let mut r = format!(
+            "{method} {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        r.extend_from_slice(body);
+        r
+    }
+
+    /// Fuzz (issue 16): mutated requests (bytes of the whole request, or JSON values of the
+    /// body with a correct length) and random bytes: each is answered with a status and a JSON
+    /// body, or refused while reading; never a panic, memory bounded by the request.
+    #[test]
+    fn fuzz_requests() {
+        let dir = tempfile::tempdir().unwrap();
+        let server = tiny_server(dir.path());
+        let requests = [
+            ("/v1/completions", json!({"prompt": "Hello there", "max_tokens": 4, "temperature": 0})),
+            ("/v1/chat/completions", json!({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi <|im_end|>"}],
+                   "max_tokens": 3, "stop": ["\n", "x"], "seed": 3, "top_p": 0.5, "temperature": 1.2})),
+            ("/v1/completions", json!({"prompt": ["one"], "max_completion_tokens": 2, "n": 1, "stream": false})),
+            ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "<|im_start|>assistant\nok"}], "max_tokens": 1000000000u64})),
+        ];
+        let raw: Vec<Vec<u8>> = requests
+            .iter()
+            .map(|(route, b)| request("POST", route, &serde_json::to_vec(b).unwrap()))
+            .chain([request("GET", "/v1/models", b"")])
+            .collect();
+        let bodies: Vec<Vec<u8>> = requests.iter().map(|(_, b)| serde_json::to_vec(b).unwrap()).collect();
+        let values: Vec<Value> = requests.iter().map(|(_, b)| b.clone()).collect();
+        let n = requests.len();
+        let strategy = proptest::prop_oneof![
+            1 => fuzz::inputs(raw),
+            1 => (0..n, fuzz::inputs(bodies)).prop_map(move |(k, body)| request("POST", requests[k].0, &body)),
+            2 => (0..n, proptest::collection::vec(any::<u32>(), 0..6)).prop_map(move |(k, c)| {
+                let body = serde_json::to_vec(&fuzz::mutate_json(values[k].clone(), &c)).unwrap();
+                let route = if k % 2 == 0 { "/v1/completions" } else { "/v1/chat/completions" };
+                request("POST", route, &body)
+            }),
+        ];
+        let pool = std::sync::atomic::AtomicUsize::new(0);
+        fuzz::fuzz("serve requests", 2000, strategy, |bytes| {
+            let (answer, peak) = fuzz::peak_bytes(|| {
+                let mut r = std::io::BufReader::new(&bytes[..]);
+                match http::read_request(&mut r, &pool, http::MAX_BODIES_TOTAL, http::REQUEST_DEADLINE) {
+                    Ok(None) => None,
+                    Err(resp) => Some(resp),
+                    Ok(Some((head, body, _reservation))) => Some(server.handle(&HttpRequest {
+                        method: head.method,
+                        path: head.path,
+                        body,
+                        client: http::ClientProbe::detached(),
+                    })),
+                }
+            });
+            if let Some(a) = answer {
+                let v: Value = serde_json::from_slice(&a.body)
+                    .map_err(|e| format!("status {} with a body that is not JSON: {e}", a.status))?;
+                if a.status != 200 && v["error"]["message"].as_str().is_none_or(str::is_empty) {
+                    return Err(format!("status {} without a message: {v}", a.status));
+                }
+                if a.status >= 500 {
+                    return Err(format!("status {}: {v}", a.status));
+                }
+            }
+            fuzz::within("serve requests", peak, 64 * bytes.len() + (4 << 20), bytes.len())
+        });
+        assert_eq!(pool.load(std::sync::atomic::Ordering::SeqCst), 0, "every body released");
+    }
+}

@@ -108,6 +108,64 @@ pub fn load_tokenizer(path: &Path) -> Result<Tokenizer> {
     if !path.is_file() {
         return Err(GristError::data(path, "no such tokenizer file"));
     }
-    Tokenizer::from_file(path)
+    let bytes = std::fs::read(path).map_err(|e| GristError::io(path, e))?;
+    tokenizer_from_bytes(&bytes, path)
+}
+
+/// A tokenizer from the bytes of a `tokenizer.json` (`path` names it in errors). The JSON is
+/// parsed before `tokenizers` sees it: `tokenizers` 0.23 panics (instead of erring) on a
+/// syntax error inside some sections (`decoder`); any other panic of the library on a bad file
+/// is caught and reported as an error too.
+pub fn tokenizer_from_bytes(bytes: &[u8], path: &Path) -> Result<Tokenizer> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|e| GristError::data(path, format!("not a tokenizer.json (not JSON: {e})")))?;
+    std::panic::catch_unwind(move || serde_json::from_value::<Tokenizer>(value))
+        .map_err(|payload| {
+            GristError::data(
+                path,
+                format!(
+                    "not a tokenizer.json that loads (the tokenizers library failed on it: {})",
+                    crate::error::panic_message(payload.as_ref())
+                ),
+            )
+        })?
         .map_err(|e| GristError::data(path, format!("not a tokenizer.json that loads: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzz (issue 16): a mutated `tokenizer.json` (or random bytes) loads and encodes, or is
+    /// refused naming the file; never a panic.
+    #[test]
+    fn fuzz_tokenizer_files() {
+        let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/parity/tokenizer_c4_bpe.json");
+        let seed: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(fixture).unwrap()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("tokenizer.json");
+        crate::fuzz::fuzz(
+            "tokenizer.json",
+            2000,
+            crate::fuzz::json_inputs(vec![seed]),
+            |bytes| {
+                std::fs::write(&path, &bytes).unwrap();
+                // As the `tokenize` stage loads and uses it (the fast BPE path included).
+                let (result, peak) = crate::fuzz::peak_bytes(|| {
+                    let e = Encoder::load(&path, None, None)?;
+                    let ids = e.encode_text("Hello wörld <|endoftext|> 12345\n\n  tabs\t")?;
+                    let _ = e.tokenizer().decode(&ids, false);
+                    Ok::<_, GristError>(ids.len())
+                });
+                if let Err(e) = result
+                    && !e.to_string().contains("tokenizer.json")
+                {
+                    return Err(format!("an error that does not name the file: {e}"));
+                }
+                crate::fuzz::within("tokenizer.json", peak, 64 * bytes.len() + (16 << 20), bytes.len())
+            },
+        );
+    }
 }

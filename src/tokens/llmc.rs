@@ -111,9 +111,10 @@ pub fn read(path: &Path) -> Result<Vec<u32>> {
             )));
         }
     };
-    let count = int(2) as usize;
+    let count = usize::try_from(int(2))
+        .map_err(|_| bad(format!("the header's token count {} is negative", int(2))))?;
     let body = &bytes[HEADER_INTS * 4..];
-    if body.len() != count * width {
+    if count.checked_mul(width) != Some(body.len()) {
         return Err(bad(format!(
             "header says {count} tokens, the file holds {} bytes of them",
             body.len()
@@ -150,5 +151,31 @@ mod tests {
             let magic = i32::from_le_bytes(raw[..4].try_into().unwrap());
             assert_eq!(magic, if vocab < 65_536 { MAGIC_U16 } else { MAGIC_U32 });
         }
+    }
+
+    /// Fuzz (issue 16): mutated llm.c files and random bytes read back or fail naming the
+    /// file; never a panic (a negative count in the header used to overflow).
+    #[test]
+    fn fuzz_llmc_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut seeds = Vec::new();
+        for vocab in [50_257, 128_256] {
+            let path = dir.path().join(format!("{vocab}.bin"));
+            let mut w = LlmcWriter::create(&path, vocab).unwrap();
+            w.write(&[1, 2, 3, 50_000]).unwrap();
+            w.finish().unwrap();
+            seeds.push(std::fs::read(&path).unwrap());
+        }
+        let path = dir.path().join("fuzz.bin");
+        crate::fuzz::fuzz("llm.c bin", 2000, crate::fuzz::inputs(seeds), |bytes| {
+            std::fs::write(&path, &bytes).unwrap();
+            let (result, peak) = crate::fuzz::peak_bytes(|| read(&path));
+            if let Err(e) = result
+                && !e.to_string().contains("fuzz.bin")
+            {
+                return Err(format!("an error that does not name the file: {e}"));
+            }
+            crate::fuzz::within("llm.c bin", peak, 4 * bytes.len() + 4096, bytes.len())
+        });
     }
 }

@@ -479,4 +479,50 @@ mod tests {
         let e = Dataset::open(&prefix).err().unwrap().to_string();
         assert!(e.contains("past the end"), "{e}");
     }
+
+    /// Fuzz (issue 16): a dataset whose `.idx` or `.bin` is mutated (or random bytes) opens and
+    /// reads every sequence, or fails naming the file; never a panic, and nothing allocated
+    /// from the header's counts before they are checked against the file's size.
+    #[test]
+    fn fuzz_indexed_datasets() {
+        let dir = tempfile::tempdir().unwrap();
+        let good = dir.path().join("good");
+        let mut w = DatasetWriter::create(&good, Dtype::U16).unwrap();
+        w.add_document(&[1, 2, 3]).unwrap();
+        w.add_sequence(&[4]).unwrap();
+        w.add_sequence(&[5, 6]).unwrap();
+        w.end_document();
+        w.add_document(&[7; 40]).unwrap();
+        w.finish().unwrap();
+        let idx = std::fs::read(idx_path(&good)).unwrap();
+        let bin = std::fs::read(bin_path(&good)).unwrap();
+        let prefix = dir.path().join("fuzz");
+        let read_all = |idx: &[u8], bin: &[u8]| -> Result<(), String> {
+            std::fs::write(idx_path(&prefix), idx).unwrap();
+            std::fs::write(bin_path(&prefix), bin).unwrap();
+            let (result, peak) = crate::fuzz::peak_bytes(|| -> Result<u64> {
+                let ds = Dataset::open(&prefix)?;
+                let mut n = 0u64;
+                for d in 0..ds.num_documents() {
+                    for q in ds.document_sequences(d) {
+                        n += ds.sequence(q).len() as u64;
+                    }
+                }
+                Ok(n)
+            });
+            if let Err(e) = result
+                && !e.to_string().contains("fuzz.")
+            {
+                return Err(format!("an error that does not name the file: {e}"));
+            }
+            let size = idx.len() + bin.len();
+            crate::fuzz::within("megatron", peak, 16 * size + 4096, size)
+        };
+        crate::fuzz::fuzz("megatron .idx", 2000, crate::fuzz::inputs(vec![idx.clone()]), |b| {
+            read_all(&b, &bin)
+        });
+        crate::fuzz::fuzz("megatron .bin", 1000, crate::fuzz::inputs(vec![bin.clone()]), |b| {
+            read_all(&idx, &b)
+        });
+    }
 }

@@ -291,3 +291,50 @@ pub fn load_training(dir: &Path, cfg: &ModelConfig) -> Result<(Weights, Weights,
     let state = read_json(&dir.join(STATE_FILE))?;
     Ok((m, v, state))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Fuzz (issue 16): a checkpoint whose `model.json` or `model.safetensors` is mutated (or
+    /// random bytes) loads or fails with an error naming the file; never a panic, and never
+    /// more memory than the weights file's size allows (shapes are checked before tensors are
+    /// built).
+    #[test]
+    fn fuzz_checkpoints() {
+        let cfg = crate::train::params::tests::tiny();
+        let weights = Weights::init(&cfg, 1, 0.02);
+        let good = tempfile::tempdir().unwrap();
+        write_model(good.path(), &cfg, &weights, None).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(good.path().join(CONFIG_FILE)).unwrap()).unwrap();
+        let tensors = std::fs::read(good.path().join(MODEL_FILE)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let load = |config: &[u8], model: &[u8]| -> Result<(), String> {
+            std::fs::write(dir.path().join(CONFIG_FILE), config).unwrap();
+            std::fs::write(dir.path().join(MODEL_FILE), model).unwrap();
+            let (result, peak) = crate::fuzz::peak_bytes(|| load_model(dir.path()));
+            if let Err(e) = result {
+                let msg = e.to_string();
+                if !msg.contains(CONFIG_FILE) && !msg.contains(MODEL_FILE) {
+                    return Err(format!("an error that names no file: {msg}"));
+                }
+            }
+            let size = config.len() + model.len();
+            crate::fuzz::within("checkpoint", peak, 16 * size + (4 << 20), size)
+        };
+        let config_bytes = serde_json::to_vec(&json).unwrap();
+        crate::fuzz::fuzz(
+            "model.json",
+            2000,
+            crate::fuzz::json_inputs(vec![json.clone()]),
+            |bytes| load(&bytes, &tensors),
+        );
+        crate::fuzz::fuzz(
+            "model.safetensors",
+            2000,
+            crate::fuzz::inputs(vec![tensors.clone()]),
+            |bytes| load(&config_bytes, &bytes),
+        );
+    }
+}

@@ -36,6 +36,9 @@ pub const DEFAULT_ALIGNMENT: u64 = 32;
 pub const MAX_DIMS: usize = 4;
 /// Arrays nested deeper than this are rejected (nothing real nests at all; this bounds recursion).
 pub const MAX_ARRAY_DEPTH: usize = 16;
+/// Metadata array elements a file may hold in all (a vocabulary of 256 k tokens, its scores,
+/// types and merges take about 1 M).
+pub const MAX_ARRAY_ELEMENTS: u64 = 1 << 24;
 
 /// ggml tensor type ids (`enum ggml_type`).
 pub mod ggml_type {
@@ -496,6 +499,8 @@ pub struct GgufFile {
 struct Reader<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Metadata array elements read so far (each takes a [`GgufValue`] in memory).
+    elements: u64,
 }
 
 impl<'a> Reader<'a> {
@@ -620,6 +625,17 @@ impl<'a> Reader<'a> {
                 self.guard_count(count, min, count_at, &|| {
                     format!("array length of metadata key {key:?}")
                 })?;
+                // Each element takes a `GgufValue` (32 bytes) however small it is in the file:
+                // bound the total so a file cannot ask for many times its size in memory.
+                self.elements = self.elements.saturating_add(count);
+                if self.elements > MAX_ARRAY_ELEMENTS {
+                    return Err(GgufError::TooLarge {
+                        offset: count_at,
+                        what: format!("metadata arrays (up to key {key:?})"),
+                        count: self.elements,
+                        limit: MAX_ARRAY_ELEMENTS,
+                    });
+                }
                 let mut items = Vec::with_capacity(count as usize);
                 for _ in 0..count {
                     items.push(self.value(et, key, depth + 1)?);
@@ -645,7 +661,11 @@ impl GgufFile {
     /// Parse the header of a whole GGUF file held in memory, and check that every tensor of a
     /// known type lies inside `bytes`.
     pub fn parse(bytes: &[u8]) -> Result<GgufFile, GgufError> {
-        let mut r = Reader { buf: bytes, pos: 0 };
+        let mut r = Reader {
+            buf: bytes,
+            pos: 0,
+            elements: 0,
+        };
         let magic: [u8; 4] = r.array(&|| "magic".to_string())?;
         if magic != GGUF_MAGIC {
             return Err(GgufError::BadMagic { found: magic });
