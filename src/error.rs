@@ -45,7 +45,9 @@ pub enum GristError {
     DataFusion(#[from] datafusion::error::DataFusionError),
 
     /// A bug: a panic caught at a task or request boundary. The message asks for a report.
-    #[error("internal error (a bug in grist; please report it with the command that caused it): {0}")]
+    #[error(
+        "internal error (a bug in grist; please report it with the command that caused it): {0}"
+    )]
     Internal(String),
 
     #[error("{failed} of {total} task(s) of phase `{phase}` failed:\n{details}")]

@@ -294,7 +294,10 @@ pub fn fuzz<S: Strategy>(
         panic!("fuzz {name}: {e}");
     }
     let ran = ran.into_inner();
-    assert!(ran >= wanted, "fuzz {name}: only {ran} of {wanted} cases ran");
+    assert!(
+        ran >= wanted,
+        "fuzz {name}: only {ran} of {wanted} cases ran"
+    );
     eprintln!("fuzz {name}: {ran} cases");
 }
 

@@ -61,8 +61,13 @@ fn count_rows(p: &Path) -> Result<u64> {
     let mut input = crate::io::compress::open_read(p)?;
     let mut n = 0u64;
     let mut buf = Vec::new();
-    while std::io::BufRead::read_until(&mut input, b'\n', &mut buf).at(p)? > 0 {
-        if !buf.iter().all(u8::is_ascii_whitespace) {
+    // Lines are only counted: keep a few bytes of each, however long.
+    loop {
+        let (len, cut) = crate::io::read_line_capped(&mut *input, &mut buf, 4096).at(p)?;
+        if len == 0 {
+            break;
+        }
+        if cut || !buf.iter().all(u8::is_ascii_whitespace) {
             n += 1;
         }
         buf.clear();
@@ -100,7 +105,7 @@ fn inspect_file(p: &Path, rows: usize) -> Result<String> {
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| GristError::data(p, e))?
     } else {
-        let schema = crate::io::jsonl::infer_schema(p, Some(1000))?;
+        let schema = crate::io::jsonl::infer_schema(p, Some(1000), crate::io::MAX_DOCUMENT_BYTES)?;
         let _ = writeln!(out, "format: json lines, {} rows", count_rows(p)?);
         let schema = Arc::new(schema);
         write_schema(&mut out, &schema);

@@ -362,7 +362,11 @@ fn parse<R: Read + Seek>(r: BufReader<R>, len: u64, path: &Path) -> Result<Model
         bail!(
             s,
             "bucket is 0 but the model hashes {} into buckets",
-            if maxn > 0 { "subwords (maxn > 0)" } else { "word n-grams (wordNgrams > 1)" }
+            if maxn > 0 {
+                "subwords (maxn > 0)"
+            } else {
+                "word n-grams (wordNgrams > 1)"
+            }
         );
     }
 
@@ -691,15 +695,25 @@ mod tests {
     #[test]
     fn fuzz_model_files() {
         let seeds = vec![synthetic(1), synthetic(2), synthetic(3)];
-        crate::fuzz::fuzz("fasttext model", 3000, crate::fuzz::inputs(seeds), |bytes| {
-            let (result, peak) = crate::fuzz::peak_bytes(|| parse_bytes(&bytes));
-            if let Err(e) = result
-                && !e.to_string().contains("mem.bin")
-            {
-                return Err(format!("an error that does not name the file: {e}"));
-            }
-            crate::fuzz::within("fasttext model", peak, 16 * bytes.len() + (1 << 20), bytes.len())
-        });
+        crate::fuzz::fuzz(
+            "fasttext model",
+            3000,
+            crate::fuzz::inputs(seeds),
+            |bytes| {
+                let (result, peak) = crate::fuzz::peak_bytes(|| parse_bytes(&bytes));
+                if let Err(e) = result
+                    && !e.to_string().contains("mem.bin")
+                {
+                    return Err(format!("an error that does not name the file: {e}"));
+                }
+                crate::fuzz::within(
+                    "fasttext model",
+                    peak,
+                    16 * bytes.len() + (1 << 20),
+                    bytes.len(),
+                )
+            },
+        );
     }
 
     /// Issue 16 (fastText divides by `bucket` when hashing n-grams and subwords): a model with
@@ -707,7 +721,11 @@ mod tests {
     #[test]
     fn a_model_with_ngrams_and_no_buckets_is_refused() {
         let b = with_i32(&synthetic(3), 40, 0);
-        assert!(err_text(&b).contains("bucket is 0 but the model hashes word n-grams"), "{}", err_text(&b));
+        assert!(
+            err_text(&b).contains("bucket is 0 but the model hashes word n-grams"),
+            "{}",
+            err_text(&b)
+        );
     }
 
     #[test]

@@ -127,7 +127,8 @@ impl TrainParams {
                 "`bucket` 0 leaves word n-grams nowhere to go: set wordNgrams to 1 or bucket to at least 1"
                     .into(),
             ));
-        } else if self.dim > 0 && self.bucket as u64 * self.dim as u64 * 4 > MAX_NGRAM_MATRIX_BYTES {
+        } else if self.dim > 0 && self.bucket as u64 * self.dim as u64 * 4 > MAX_NGRAM_MATRIX_BYTES
+        {
             out.push((
                 "bucket",
                 format!(

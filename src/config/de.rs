@@ -9,13 +9,28 @@ use super::yaml::{Node, Span, Value};
 
 #[derive(Debug, Clone)]
 pub struct DeError {
+    /// What went wrong, after the dotted path of the parameter it is about:
+    /// "`llm.timeout_s`: invalid type: floating point `inf`, expected ...".
     pub message: String,
     pub span: Option<Span>,
+    /// The error without the path, and the keys from the innermost out.
+    bare: String,
+    path: Vec<String>,
 }
 
 impl DeError {
     fn at(mut self, span: Span) -> Self {
         self.span.get_or_insert(span);
+        self
+    }
+
+    /// The error happened inside the value of `key`.
+    fn inside(mut self, key: &Node) -> Self {
+        if let Some(k) = key.scalar_text() {
+            self.path.push(k);
+            let path: Vec<&str> = self.path.iter().rev().map(String::as_str).collect();
+            self.message = format!("`{}`: {}", path.join("."), self.bare);
+        }
         self
     }
 }
@@ -33,6 +48,8 @@ impl de::Error for DeError {
         DeError {
             message: msg.to_string(),
             span: None,
+            bare: msg.to_string(),
+            path: Vec::new(),
         }
     }
 }
@@ -201,7 +218,7 @@ impl<'de> de::SeqAccess<'de> for SeqAccess<'_> {
 
 struct MapAccess<'a> {
     iter: std::slice::Iter<'a, (Node, Node)>,
-    value: Option<&'a Node>,
+    value: Option<(&'a Node, &'a Node)>,
 }
 
 impl<'de> de::MapAccess<'de> for MapAccess<'_> {
@@ -213,7 +230,7 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_> {
     ) -> Result<Option<K::Value>, DeError> {
         match self.iter.next() {
             Some((key, value)) => {
-                self.value = Some(value);
+                self.value = Some((key, value));
                 seed.deserialize(NodeDeserializer(key))
                     .map(Some)
                     .map_err(|e| e.at(key.span))
@@ -223,12 +240,12 @@ impl<'de> de::MapAccess<'de> for MapAccess<'_> {
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let node = self
+        let (key, node) = self
             .value
             .take()
             .ok_or_else(|| <DeError as de::Error>::custom("value without a key"))?;
         seed.deserialize(NodeDeserializer(node))
-            .map_err(|e| e.at(node.span))
+            .map_err(|e| e.at(node.span).inside(key))
     }
 }
 

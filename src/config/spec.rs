@@ -76,6 +76,9 @@ pub fn load(path: &Path) -> Result<Loaded> {
     parse(path, &source).map_err(|d| GristError::Config(Box::new(d)))
 }
 
+/// Rows per batch at most: readers reserve room for a batch up front (JSON Lines per field).
+pub const MAX_BATCH_SIZE: usize = 1 << 20;
+
 pub fn parse(path: &Path, source: &str) -> std::result::Result<Loaded, Diagnostics> {
     let mut diags = Diagnostics::new(path, source);
     let root = match yaml::parse(source) {
@@ -143,6 +146,13 @@ fn parse_root(path: &Path, root: &Node, diags: &mut Diagnostics) -> Option<Pipel
         Some(n) => match field::<usize>(n, diags) {
             Some(0) => {
                 diags.push(Diagnostic::error(n.span, "`batch_size` must be at least 1"));
+                None
+            }
+            Some(b) if b > MAX_BATCH_SIZE => {
+                diags.push(Diagnostic::error(
+                    n.span,
+                    format!("`batch_size` {b} is more than {MAX_BATCH_SIZE} rows"),
+                ));
                 None
             }
             other => other,
@@ -617,7 +627,7 @@ mod tests {
         assert!(errs[2].starts_with("6:24 unknown key `qurey`"));
         assert!(errs[3].starts_with("6:34 unknown key `limit`"));
         assert!(
-            errs[4].starts_with("7:66 stage `out`: invalid type"),
+            errs[4].starts_with("7:66 stage `out`: `compression_level`: invalid type"),
             "{}",
             errs[4]
         );
@@ -652,14 +662,20 @@ mod tests {
         seeds.push(b"a: &x [1, 2]\nb: *x\nc: {<<: *x}\n".to_vec());
         crate::fuzz::fuzz("pipeline yaml", 3000, crate::fuzz::inputs(seeds), |bytes| {
             let text = String::from_utf8_lossy(&bytes);
-            let (rendered, peak) = crate::fuzz::peak_bytes(|| match parse(Path::new("p.yaml"), &text) {
-                Ok(loaded) => format!("{} stages", loaded.spec.stages.len()),
-                Err(d) => d.to_string(),
-            });
+            let (rendered, peak) =
+                crate::fuzz::peak_bytes(|| match parse(Path::new("p.yaml"), &text) {
+                    Ok(loaded) => format!("{} stages", loaded.spec.stages.len()),
+                    Err(d) => d.to_string(),
+                });
             if rendered.is_empty() {
                 return Err("an error without a message".into());
             }
-            crate::fuzz::within("pipeline yaml", peak, 4096 * bytes.len() + (8 << 20), bytes.len())
+            crate::fuzz::within(
+                "pipeline yaml",
+                peak,
+                4096 * bytes.len() + (8 << 20),
+                bytes.len(),
+            )
         });
     }
 }

@@ -357,7 +357,11 @@ mod tests {
             ));
         }
         let err = parse(&doc).unwrap_err();
-        assert!(err.message.contains("more than 100000 nodes"), "{}", err.message);
+        assert!(
+            err.message.contains("more than 100000 nodes"),
+            "{}",
+            err.message
+        );
         assert_eq!(err.span.line, 6);
         // Deep nesting: yaml-rust2 stops it itself past a few hundred levels; below that, we do.
         for depth in [70, 100_000] {

@@ -134,14 +134,16 @@ fn run_catching_panics(
     phase: &str,
     t: &super::plan::Task,
 ) -> Result<Outcome> {
-    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| task::run(p, plan, phase, t)))
-        .unwrap_or_else(|payload| {
-            Err(GristError::Internal(format!(
-                "task `{}` panicked: {}",
-                t.name,
-                crate::error::panic_message(payload.as_ref())
-            )))
-        })
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        task::run(p, plan, phase, t)
+    }))
+    .unwrap_or_else(|payload| {
+        Err(GristError::Internal(format!(
+            "task `{}` panicked: {}",
+            t.name,
+            crate::error::panic_message(payload.as_ref())
+        )))
+    })
 }
 
 /// A phase run on its own needs the phases it reads from to be complete: say which to run first

@@ -93,8 +93,15 @@ mod tests {
     fn a_whole_run_excludes_others_and_phase_runs_share() {
         let dir = tempfile::tempdir().unwrap();
         let whole = WorkdirLock::acquire(dir.path(), true).unwrap();
-        let err = WorkdirLock::acquire(dir.path(), true).err().unwrap().to_string();
-        assert!(err.contains("in use by another grist run") && err.contains(&format!("pid {}", std::process::id())), "{err}");
+        let err = WorkdirLock::acquire(dir.path(), true)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("in use by another grist run")
+                && err.contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         assert!(WorkdirLock::acquire(dir.path(), false).is_err());
         drop(whole);
         let a = WorkdirLock::acquire(dir.path(), false).unwrap();

@@ -336,7 +336,10 @@ fn check_outputs_outside_inputs(p: &Pipeline, diags: &mut Diagnostics) {
     // The workdir's own files (markers, stats, the LLM request cache): JSON.
     let workdir = p.workdir();
     for file in [
-        workdir.join("markers").join(STREAM_PHASE).join("input-00000.json"),
+        workdir
+            .join("markers")
+            .join(STREAM_PHASE)
+            .join("input-00000.json"),
         workdir.join("stats").join("input.json"),
         workdir.join("llm-cache").join("00").join("00.json"),
     ] {
@@ -770,9 +773,14 @@ pub fn prerequisites(p: &Pipeline, plan: &Plan, index: usize) -> Vec<usize> {
     for t in &plan.phases[index].tasks {
         match &t.kind {
             TaskKind::Barrier { node, phase: 0, .. } => {
-                let inputs: Vec<&PathBuf> = plan.barriers[node].inputs.iter().map(|i| &i.path).collect();
+                let inputs: Vec<&PathBuf> =
+                    plan.barriers[node].inputs.iter().map(|i| &i.path).collect();
                 for (k, ph) in plan.phases.iter().enumerate() {
-                    if ph.tasks.iter().any(|u| u.outputs.iter().any(|o| inputs.contains(&o))) {
+                    if ph
+                        .tasks
+                        .iter()
+                        .any(|u| u.outputs.iter().any(|o| inputs.contains(&o)))
+                    {
                         needed.push(k);
                     }
                 }

@@ -21,6 +21,8 @@ pub struct ReadOptions {
     pub mapping: ColumnMapping,
     /// Lines read to infer the schema; `None` reads the whole shard first, so no field is missed.
     pub infer_rows: Option<usize>,
+    /// Longer lines are rejected as `document_too_large` (see [`super::MAX_DOCUMENT_BYTES`]).
+    pub max_line_bytes: usize,
 }
 
 /// Columns of a rejected line: where it was, what it held, what was wrong.
@@ -32,11 +34,16 @@ pub fn raw_rejects_schema() -> SchemaRef {
     ]))
 }
 
-/// Reads lines as bytes, dropping the line terminator; `None` at the end.
-fn next_line(input: &mut dyn BufRead, buf: &mut Vec<u8>, path: &Path) -> Result<Option<()>> {
+/// Reads a line as bytes, dropping the line terminator; `None` at the end, `Some(true)` for a
+/// line longer than `max` (of which `buf` holds the first bytes).
+fn next_line(
+    input: &mut dyn BufRead,
+    buf: &mut Vec<u8>,
+    max: usize,
+    path: &Path,
+) -> Result<Option<bool>> {
     buf.clear();
-    let n = input
-        .read_until(b'\n', buf)
+    let (n, cut) = super::read_line_capped(input, buf, max)
         .map_err(|e| GristError::data(path, format!("cannot read: {e}")))?;
     if n == 0 {
         return Ok(None);
@@ -44,7 +51,7 @@ fn next_line(input: &mut dyn BufRead, buf: &mut Vec<u8>, path: &Path) -> Result<
     while matches!(buf.last(), Some(b'\n' | b'\r')) {
         buf.pop();
     }
-    Ok(Some(()))
+    Ok(Some(cut))
 }
 
 fn is_blank(line: &[u8]) -> bool {
@@ -54,7 +61,7 @@ fn is_blank(line: &[u8]) -> bool {
 /// Infers the Arrow schema of a shard from its JSON objects. A line whose fields contradict the
 /// lines before it (an object where the others have a number) does not fail the shard: it is
 /// left out of the schema, and reading rejects it as `schema_mismatch`.
-pub fn infer_schema(path: &Path, infer_rows: Option<usize>) -> Result<Schema> {
+pub fn infer_schema(path: &Path, infer_rows: Option<usize>, max_line: usize) -> Result<Schema> {
     let mut input = open_read(path)?;
     let mut buf = Vec::new();
     let mut values = Vec::new();
@@ -63,8 +70,10 @@ pub fn infer_schema(path: &Path, infer_rows: Option<usize>) -> Result<Schema> {
     // The schema so far, as one example object, so chunks of lines carry it forward.
     let mut so_far: Option<serde_json::Value> = None;
     while seen < limit {
-        if next_line(&mut *input, &mut buf, path)?.is_none() {
-            break;
+        match next_line(&mut *input, &mut buf, max_line, path)? {
+            None => break,
+            Some(true) => continue,
+            Some(false) => {}
         }
         if is_blank(&buf) {
             continue;
@@ -138,6 +147,7 @@ fn schema_to_example(schema: &Schema) -> serde_json::Value {
 pub struct JsonlShardReader {
     input: Box<dyn BufRead + Send>,
     path: PathBuf,
+    max_line: usize,
     raw_schema: SchemaRef,
     normalizer: Normalizer,
     batch_size: usize,
@@ -154,7 +164,11 @@ pub fn open(
     batch_size: usize,
     fallback: Option<SchemaRef>,
 ) -> Result<JsonlShardReader> {
-    let inferred = Arc::new(infer_schema(&shard.path, opts.infer_rows)?);
+    let inferred = Arc::new(infer_schema(
+        &shard.path,
+        opts.infer_rows,
+        opts.max_line_bytes,
+    )?);
     let raw_schema = match fallback {
         Some(f) if inferred.fields().is_empty() => f,
         _ => inferred,
@@ -163,6 +177,7 @@ pub fn open(
     Ok(JsonlShardReader {
         input: open_read(&shard.path)?,
         path: shard.path.clone(),
+        max_line: opts.max_line_bytes.max(1),
         raw_schema,
         normalizer,
         batch_size: batch_size.max(1),
@@ -274,16 +289,27 @@ impl SourceReader for JsonlShardReader {
         }
         let mut lines: Vec<(u64, Vec<u8>)> = Vec::new();
         let mut rejects = LineRejects::default();
-        while lines.len() < self.batch_size {
-            if next_line(&mut *self.input, &mut self.buf, &self.path)?.is_none() {
-                self.done = true;
-                break;
-            }
+        // Bytes of this batch so far: a batch stops short of what a 32-bit string column holds.
+        let mut bytes = 0usize;
+        while lines.len() < self.batch_size && bytes < self.max_line {
+            let cut = match next_line(&mut *self.input, &mut self.buf, self.max_line, &self.path)? {
+                None => {
+                    self.done = true;
+                    break;
+                }
+                Some(cut) => cut,
+            };
             let index = self.line_index;
             self.line_index += 1;
+            if cut {
+                let error = format!("the line is longer than {} bytes", self.max_line);
+                rejects.push(index, &self.buf, super::DOCUMENT_TOO_LARGE, error);
+                continue;
+            }
             if is_blank(&self.buf) {
                 continue;
             }
+            bytes += self.buf.len();
             match std::str::from_utf8(&self.buf) {
                 Ok(_) => lines.push((index, std::mem::take(&mut self.buf))),
                 Err(e) => rejects.push(index, &self.buf, "invalid_utf8", e.to_string()),
@@ -388,6 +414,7 @@ mod tests {
             let opts = ReadOptions {
                 mapping: ColumnMapping::default(),
                 infer_rows: None,
+                max_line_bytes: 200,
             };
             let (result, peak) = crate::fuzz::peak_bytes(|| -> Result<u64> {
                 let mut reader = open(&shard, &opts, 16, None)?;
@@ -398,9 +425,16 @@ mod tests {
                 }
                 Ok(rows)
             });
-            let lines = bytes
-                .split(|&b| b == b'\n')
-                .filter(|l| !l.iter().all(|b| b.is_ascii_whitespace()))
+            // Non-blank lines, and lines too long to read (those are rejected whatever they hold).
+            let pieces: Vec<&[u8]> = bytes.split(|&b| b == b'\n').collect();
+            let last = pieces.len() - 1;
+            let lines = pieces
+                .iter()
+                .enumerate()
+                .filter(|(k, l)| {
+                    let read = l.len() + usize::from(*k < last);
+                    read > opts.max_line_bytes || !l.iter().all(|b| b.is_ascii_whitespace())
+                })
                 .count() as u64;
             match result {
                 Ok(rows) if rows != lines => {
@@ -412,7 +446,12 @@ mod tests {
                 }
                 Err(_) => {}
             }
-            crate::fuzz::within("json lines", peak, 512 * bytes.len() + (16 << 20), bytes.len())
+            crate::fuzz::within(
+                "json lines",
+                peak,
+                512 * bytes.len() + (16 << 20),
+                bytes.len(),
+            )
         });
     }
 }

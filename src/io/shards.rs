@@ -23,7 +23,7 @@ pub fn list(pattern: &str, extensions: &[&str]) -> Result<Vec<Shard>> {
         shards
     } else if path.is_dir() {
         let mut files = Vec::new();
-        walk(path, &mut files)?;
+        walk(path, &mut files, &mut std::collections::HashSet::new())?;
         files
             .into_iter()
             .filter(|p| {
@@ -48,10 +48,7 @@ pub fn list(pattern: &str, extensions: &[&str]) -> Result<Vec<Shard>> {
 /// before anything is written.
 pub fn would_list(pattern: &str, extensions: &[&str], candidate: &Path) -> bool {
     let candidate = absolute(candidate);
-    let name = candidate
-        .file_name()
-        .and_then(|n| n.to_str())
-        .unwrap_or("");
+    let name = candidate.file_name().and_then(|n| n.to_str()).unwrap_or("");
     if has_glob_chars(pattern) {
         let abs = absolute(Path::new(pattern));
         let Ok(glob) = glob::Pattern::new(&abs.to_string_lossy()) else {
@@ -101,13 +98,23 @@ fn shard(base: &Path, path: PathBuf) -> Shard {
     Shard { path, name }
 }
 
-fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
+/// Every file below `dir`. Symbolic links to directories are followed, each directory once:
+/// a link back up the tree (`a -> .`) would otherwise branch without end.
+fn walk(
+    dir: &Path,
+    out: &mut Vec<PathBuf>,
+    seen: &mut std::collections::HashSet<PathBuf>,
+) -> Result<()> {
+    let real = std::fs::canonicalize(dir).map_err(|e| GristError::io(dir, e))?;
+    if !seen.insert(real) {
+        return Ok(());
+    }
     let entries = std::fs::read_dir(dir).map_err(|e| GristError::io(dir, e))?;
     for entry in entries {
         let entry = entry.map_err(|e| GristError::io(dir, e))?;
         let p = entry.path();
         if p.is_dir() {
-            walk(&p, out)?;
+            walk(&p, out, seen)?;
         } else {
             out.push(p);
         }
@@ -164,6 +171,20 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_linking_to_itself_is_listed_once() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("a.jsonl"), "{}").unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("loop")).unwrap();
+        std::os::unix::fs::symlink(".", dir.path().join("again")).unwrap();
+        let names: Vec<_> = list(dir.path().to_str().unwrap(), &[".jsonl"])
+            .unwrap()
+            .into_iter()
+            .map(|s| s.name)
+            .collect();
+        assert_eq!(names, ["a.jsonl"]);
+    }
+
+    #[test]
     fn would_list_matches_globs_directories_and_files() {
         let dir = tempfile::tempdir().unwrap();
         let d = dir.path();
@@ -174,9 +195,21 @@ mod tests {
         let deep = format!("{}/**/*.jsonl", d.display());
         assert!(would_list(&deep, &[], &d.join("out/x/input-00000.jsonl")));
         let as_dir = d.to_str().unwrap();
-        assert!(would_list(as_dir, &[".jsonl"], &d.join("out/input-00000.jsonl")));
-        assert!(!would_list(as_dir, &[".jsonl"], &d.join("out/input-00000.parquet")));
-        assert!(!would_list(as_dir, &[".jsonl"], &d.parent().unwrap().join("x.jsonl")));
+        assert!(would_list(
+            as_dir,
+            &[".jsonl"],
+            &d.join("out/input-00000.jsonl")
+        ));
+        assert!(!would_list(
+            as_dir,
+            &[".jsonl"],
+            &d.join("out/input-00000.parquet")
+        ));
+        assert!(!would_list(
+            as_dir,
+            &[".jsonl"],
+            &d.parent().unwrap().join("x.jsonl")
+        ));
         let with_dots = format!("{}/./out/../*.jsonl", d.display());
         assert!(would_list(&with_dots, &[], &d.join("a.jsonl")));
     }

@@ -114,9 +114,7 @@ impl EvolInstruct {
                 let ids = super::string_column(b, crate::io::ID_COLUMN)?;
                 let extra = match &self.input_column {
                     Some(name) => Some(super::string_column(b, name)?.ok_or_else(|| {
-                        GristError::Usage(format!(
-                            "input_column: the rows have no column `{name}`"
-                        ))
+                        GristError::Usage(format!("input_column: the rows have no column `{name}`"))
                     })?),
                     None => None,
                 };

@@ -145,8 +145,7 @@ impl StageConfig for Mix {
                     format!("source `{name}`: `max_epochs` must be positive"),
                 );
             }
-            if s
-                .long_documents
+            if s.long_documents
                 .as_ref()
                 .is_some_and(|l| !(1..=MAX_FACTOR).contains(&l.factor))
             {
@@ -474,12 +473,11 @@ impl Splits {
             let lengths: Vec<u64> = pool.iter().map(|x| x.1).collect();
             let copies: Vec<u32> = pool.iter().map(|x| x.2).collect();
             let seed = c.seed ^ (i as u64).wrapping_mul(0x9E37_79B9) ^ (seed_offset << 32);
-            let chosen = select(&lengths, &copies, *target, seed).map_err(|e| {
-                GristError::Stage {
+            let chosen =
+                select(&lengths, &copies, *target, seed).map_err(|e| GristError::Stage {
                     stage: "mix".into(),
                     message: format!("source `{}`: {e}", self.pools[i].name),
-                }
-            })?;
+                })?;
             let mut seen = vec![false; pool.len()];
             for &k in &chosen {
                 selected[i] += lengths[k as usize];

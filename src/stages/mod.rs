@@ -436,10 +436,7 @@ pub fn text_bytes(batch: &RecordBatch) -> u64 {
 /// Column `name` of a batch as strings, whatever its type (an `id` may be an integer, a large
 /// string, a dictionary...): `None` when the batch has no such column, an error naming it when
 /// its values have no string form (a list, a struct).
-pub fn string_column(
-    batch: &RecordBatch,
-    name: &str,
-) -> Result<Option<StringArray>> {
+pub fn string_column(batch: &RecordBatch, name: &str) -> Result<Option<StringArray>> {
     use arrow::array::AsArray;
     use arrow::datatypes::DataType;
     let Some(col) = batch.column_by_name(name) else {

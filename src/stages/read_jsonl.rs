@@ -20,8 +20,9 @@ use crate::io::{jsonl, shards};
 /// objects as Arrow infers JSON (integers and floats widen to floats, mixed scalars to strings, a
 /// scalar beside a list to a list); a line whose field cannot be merged with the lines before it
 /// (an object where they have a scalar) is left out of the schema. A line that is not UTF-8 (`invalid_utf8`), not a JSON object (`invalid_json`), does not
-/// fit the shard's schema (`schema_mismatch`) or has no text (`null_text`) is rejected, with its
-/// line index and raw content, instead of failing the shard.
+/// fit the shard's schema (`schema_mismatch`), has no text (`null_text`) or is longer than 1 GiB
+/// (`document_too_large`, its first kilobyte kept) is rejected, with its line index and raw
+/// content, instead of failing the shard.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReadJsonl {
@@ -74,6 +75,7 @@ impl StageConfig for ReadJsonl {
                     id_column: self.id_column.clone(),
                 },
                 infer_rows: self.infer_rows,
+                max_line_bytes: crate::io::MAX_DOCUMENT_BYTES,
             },
             reference: OnceLock::new(),
         })))
@@ -93,7 +95,8 @@ impl JsonlSource {
             .get_or_init(|| {
                 let limit = Some(self.opts.infer_rows.unwrap_or(1000));
                 self.shards().ok()?.iter().find_map(|s| {
-                    let schema = jsonl::infer_schema(&s.path, limit).ok()?;
+                    let schema =
+                        jsonl::infer_schema(&s.path, limit, self.opts.max_line_bytes).ok()?;
                     (!schema.fields().is_empty()).then(|| Arc::new(schema))
                 })
             })

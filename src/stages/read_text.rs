@@ -1,7 +1,7 @@
 //! `read_text`: a source of plain-text files (plain, `.gz`, `.zst`), split into documents.
 
-use std::path::Path;
 use std::io::BufRead;
+use std::path::Path;
 use std::sync::Arc;
 
 use arrow::array::{RecordBatch, StringArray};
@@ -91,6 +91,7 @@ impl Source for TextSource {
             shard: shard.clone(),
             split: self.split,
             batch_size: batch_size.max(1),
+            max_doc: crate::io::MAX_DOCUMENT_BYTES,
             next_doc: 0,
             done: false,
         }))
@@ -102,36 +103,58 @@ struct TextReader {
     shard: Shard,
     split: Split,
     batch_size: usize,
+    /// Longer documents are rejected as `document_too_large`, their first kilobyte kept.
+    max_doc: usize,
     next_doc: u64,
     done: bool,
 }
 
+/// A document read: its bytes, or the first bytes of one too large to hold.
+enum Doc {
+    Whole(Vec<u8>),
+    TooLarge(Vec<u8>),
+}
+
 impl TextReader {
-    /// The bytes of the next document, without its final newline; `None` at the end.
-    fn next_doc(&mut self) -> Result<Option<Vec<u8>>> {
+    /// The next document, without its final newline; `None` at the end.
+    fn next_doc(&mut self) -> Result<Option<Doc>> {
         let mut doc = Vec::new();
+        let mut too_large = false;
         let mut line = Vec::new();
         loop {
             line.clear();
-            let n = self
-                .input
-                .read_until(b'\n', &mut line)
+            let room = self.max_doc.saturating_sub(doc.len()).max(1);
+            let (n, cut) = crate::io::read_line_capped(&mut *self.input, &mut line, room)
                 .at(&self.shard.path)?;
             if n == 0 {
                 self.done = true;
                 break;
             }
-            let blank = line.iter().all(|b| b.is_ascii_whitespace());
-            match self.split {
+            let blank = !cut && line.iter().all(|b| b.is_ascii_whitespace());
+            let ends = match self.split {
                 Split::Line if blank => continue,
-                Split::Line => {
-                    doc.extend_from_slice(&line);
-                    break;
-                }
+                Split::Line => true,
                 Split::Paragraph if blank && doc.is_empty() => continue,
                 Split::Paragraph if blank => break,
-                Split::Paragraph | Split::File => doc.extend_from_slice(&line),
+                Split::Paragraph | Split::File => false,
+            };
+            if too_large {
+                // Past the limit: the rest of the document is read and dropped.
+            } else if cut {
+                too_large = true;
+                doc.truncate(crate::io::OVERSIZED_EXCERPT_BYTES);
+                doc.shrink_to_fit();
+                let room = crate::io::OVERSIZED_EXCERPT_BYTES.saturating_sub(doc.len());
+                doc.extend_from_slice(&line[..room.min(line.len())]);
+            } else {
+                doc.extend_from_slice(&line);
             }
+            if ends {
+                break;
+            }
+        }
+        if too_large {
+            return Ok(Some(Doc::TooLarge(doc)));
         }
         while doc.last().is_some_and(|&b| b == b'\n' || b == b'\r') {
             doc.pop();
@@ -139,7 +162,7 @@ impl TextReader {
         if doc.iter().all(|b| b.is_ascii_whitespace()) {
             return Ok(None);
         }
-        Ok(Some(doc))
+        Ok(Some(Doc::Whole(doc)))
     }
 }
 
@@ -150,21 +173,34 @@ impl SourceReader for TextReader {
 
     fn next_batch(&mut self) -> Result<Option<Filtered>> {
         let (mut ids, mut texts) = (Vec::new(), Vec::new());
-        let (mut bad_ids, mut bad_texts) = (Vec::new(), Vec::new());
-        while ids.len() + bad_ids.len() < self.batch_size && !self.done {
+        let (mut bad_ids, mut bad_texts, mut bad_reasons) = (Vec::new(), Vec::new(), Vec::new());
+        // Bytes of this batch so far: a batch stops short of what a 32-bit string column holds.
+        let mut bytes = 0usize;
+        while ids.len() + bad_ids.len() < self.batch_size && bytes < self.max_doc && !self.done {
             let Some(doc) = self.next_doc()? else {
                 continue;
             };
             let id = format!("{}/{}", self.shard.name, self.next_doc);
             self.next_doc += 1;
-            match String::from_utf8(doc) {
-                Ok(text) => {
-                    ids.push(id);
-                    texts.push(text);
-                }
-                Err(e) => {
+            match doc {
+                Doc::TooLarge(excerpt) => {
                     bad_ids.push(id);
-                    bad_texts.push(String::from_utf8_lossy(e.as_bytes()).into_owned());
+                    bad_texts.push(String::from_utf8_lossy(&excerpt).into_owned());
+                    bad_reasons.push(crate::io::DOCUMENT_TOO_LARGE);
+                }
+                Doc::Whole(doc) => {
+                    bytes += doc.len();
+                    match String::from_utf8(doc) {
+                        Ok(text) => {
+                            ids.push(id);
+                            texts.push(text);
+                        }
+                        Err(e) => {
+                            bad_ids.push(id);
+                            bad_texts.push(String::from_utf8_lossy(e.as_bytes()).into_owned());
+                            bad_reasons.push("invalid_utf8");
+                        }
+                    }
                 }
             }
         }
@@ -185,9 +221,9 @@ impl SourceReader for TextReader {
             kept: batch(ids, texts)?,
             rejected: (bad > 0)
                 .then(|| -> Result<Rejected> {
-                    Ok(Rejected::uniform(
+                    Ok(Rejected::new(
                         batch(bad_ids, bad_texts)?,
-                        "invalid_utf8",
+                        StringArray::from(bad_reasons),
                     ))
                 })
                 .transpose()?,
@@ -241,5 +277,62 @@ mod tests {
         let (texts, bad) = read(b"good\n\nbad \xff\xfe\n\nalso good\n", Split::Paragraph);
         assert_eq!(texts, ["good", "also good"]);
         assert_eq!(bad, 1);
+    }
+
+    /// Issue 16: a document past the size limit (2 GiB would overflow a string column) is
+    /// rejected with its first kilobyte, the documents around it read as usual.
+    #[test]
+    fn oversized_documents_are_rejected_with_an_excerpt() {
+        let big = "y".repeat(3000);
+        let text = format!("first para\n\n{big}\nstill big\n\nlast one\n");
+        for (split, kept) in [
+            (Split::Paragraph, vec!["first para", "last one"]),
+            (Split::Line, vec!["first para", "still big", "last one"]),
+        ] {
+            let mut reader = TextReader {
+                input: Box::new(std::io::BufReader::with_capacity(
+                    64,
+                    std::io::Cursor::new(text.clone().into_bytes()),
+                )),
+                shard: Shard {
+                    path: "t.txt".into(),
+                    name: "t.txt".into(),
+                },
+                split,
+                batch_size: 2,
+                max_doc: 2000,
+                next_doc: 0,
+                done: false,
+            };
+            let (mut texts, mut rejected) = (Vec::new(), Vec::new());
+            while let Some(out) = reader.next_batch().unwrap() {
+                let col = out
+                    .kept
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .unwrap();
+                texts.extend(col.iter().map(|t| t.unwrap().to_string()));
+                if let Some(r) = out.rejected {
+                    let col = r
+                        .rows
+                        .column(1)
+                        .as_any()
+                        .downcast_ref::<StringArray>()
+                        .unwrap();
+                    for i in 0..r.num_rows() {
+                        rejected.push((r.reasons.value(i).to_string(), col.value(i).len()));
+                    }
+                }
+            }
+            assert_eq!(texts, kept);
+            assert_eq!(
+                rejected,
+                [(
+                    "document_too_large".to_string(),
+                    crate::io::OVERSIZED_EXCERPT_BYTES
+                )]
+            );
+        }
     }
 }

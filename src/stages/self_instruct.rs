@@ -184,7 +184,9 @@ impl Generate for SelfInstruct {
         let client = client()?;
         let settings = Settings {
             num_instructions: self.num_instructions,
-            max_requests: self.max_requests.unwrap_or(4 * self.num_instructions),
+            max_requests: self
+                .max_requests
+                .unwrap_or(self.num_instructions.saturating_mul(4)),
             prompt_instructions: self.prompt_instructions,
             machine_in_prompt: self.machine_in_prompt,
             request_batch_size: self.request_batch_size,

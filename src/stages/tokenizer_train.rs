@@ -310,7 +310,10 @@ impl TrainBarrier {
         stats.metrics = BTreeMap::from([
             ("words_in_shards".into(), counts.len() as f64),
             ("words_over_max_word_bytes".into(), too_long.words as f64),
-            ("bytes_in_words_over_max_word_bytes".into(), too_long.bytes as f64),
+            (
+                "bytes_in_words_over_max_word_bytes".into(),
+                too_long.bytes as f64,
+            ),
         ]);
         Ok(BarrierOutcome {
             outputs: vec![path],

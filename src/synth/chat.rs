@@ -79,7 +79,10 @@ impl ChatTemplate {
 
     /// The prompt for `messages`, ending where the assistant's reply starts.
     pub fn render(&self, messages: &[Message]) -> String {
-        self.segments(messages).into_iter().map(|s| s.text).collect()
+        self.segments(messages)
+            .into_iter()
+            .map(|s| s.text)
+            .collect()
     }
 
     /// The prompt for `messages` as pieces: the template's own control tokens, and text (the

@@ -289,14 +289,13 @@ fn serve_connection(conn: TcpStream, server: &Server, busy: &AtomicBool, waiting
             body,
             client: probe.clone(),
         };
-        let resp = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-            (server.handler)(&req)
-        }))
-        .unwrap_or_else(|payload| {
-            let why = crate::error::panic_message(payload.as_ref());
-            tracing::error!("{} {}: internal error: {why}", req.method, req.path);
-            error(500, &format!("internal error: {why}"))
-        });
+        let resp =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| (server.handler)(&req)))
+                .unwrap_or_else(|payload| {
+                    let why = crate::error::panic_message(payload.as_ref());
+                    tracing::error!("{} {}: internal error: {why}", req.method, req.path);
+                    error(500, &format!("internal error: {why}"))
+                });
         drop(req);
         busy.store(false, Ordering::SeqCst);
         if write_response(&mut writer, &resp, head.close).is_err() || head.close {
@@ -341,7 +340,10 @@ pub fn read_request<'a, R: Read + SetDeadline>(
         match r.by_ref().take(room).read_until(b'\n', &mut head) {
             Ok(0) => return Err(error(400, "the request ended inside its headers")),
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => {
+            Err(e)
+                if e.kind() == std::io::ErrorKind::TimedOut
+                    || e.kind() == std::io::ErrorKind::WouldBlock =>
+            {
                 return Err(error(408, "the request did not arrive in time"));
             }
             Err(e) => return Err(error(400, &format!("reading the request: {e}"))),
@@ -397,14 +399,20 @@ pub fn read_request<'a, R: Read + SetDeadline>(
         return Err(error(413, "request body too large"));
     }
     let Some(reservation) = BodyReservation::try_new(body_pool, len, body_limit) else {
-        return Err(error(503, "the server is receiving too much at once; retry"));
+        return Err(error(
+            503,
+            "the server is receiving too much at once; retry",
+        ));
     };
     // Grows as bytes arrive: a Content-Length alone allocates nothing.
     let mut body = Vec::new();
     match r.by_ref().take(len as u64).read_to_end(&mut body) {
         Ok(n) if n == len => {}
         Ok(_) => return Err(error(400, "the body ended early")),
-        Err(e) if e.kind() == std::io::ErrorKind::TimedOut || e.kind() == std::io::ErrorKind::WouldBlock => {
+        Err(e)
+            if e.kind() == std::io::ErrorKind::TimedOut
+                || e.kind() == std::io::ErrorKind::WouldBlock =>
+        {
             return Err(error(408, "the request did not arrive in time"));
         }
         Err(e) => return Err(error(400, &format!("the body ended early: {e}"))),
@@ -413,7 +421,15 @@ pub fn read_request<'a, R: Read + SetDeadline>(
         Some(v) => v.contains("close"),
         None => parsed.version == Some(0),
     };
-    Ok(Some((RequestHead { method, path, close }, body, reservation)))
+    Ok(Some((
+        RequestHead {
+            method,
+            path,
+            close,
+        },
+        body,
+        reservation,
+    )))
 }
 
 /// A reader whose reads fail with `TimedOut` after a deadline.
@@ -473,9 +489,14 @@ mod tests {
     }
 
     fn read(bytes: &[u8], pool: &AtomicUsize) -> Result<RequestHead, u16> {
-        read_request(&mut BufReader::new(bytes), pool, MAX_BODIES_TOTAL, REQUEST_DEADLINE)
-            .map(|r| r.unwrap().0)
-            .map_err(|e| e.status)
+        read_request(
+            &mut BufReader::new(bytes),
+            pool,
+            MAX_BODIES_TOTAL,
+            REQUEST_DEADLINE,
+        )
+        .map(|r| r.unwrap().0)
+        .map_err(|e| e.status)
     }
 
     fn echo() -> Arc<Handler> {
@@ -546,7 +567,10 @@ mod tests {
         assert!(sent < 32 << 20, "the server kept reading: {sent} bytes");
         let mut answer = String::new();
         let _ = c.read_to_string(&mut answer);
-        assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 431"), "{answer}");
+        assert!(
+            answer.is_empty() || answer.starts_with("HTTP/1.1 431"),
+            "{answer}"
+        );
 
         // In memory: a head without newline, a body announced but never sent.
         let pool = AtomicUsize::new(0);
@@ -554,8 +578,15 @@ mod tests {
         assert_eq!(read(&long, &pool).err(), Some(431));
         let lying = b"POST / HTTP/1.1\r\nContent-Length: 16000000\r\n\r\nshort";
         assert_eq!(read(lying, &pool).err(), Some(400));
-        assert_eq!(pool.load(Ordering::SeqCst), 0, "the reservation is released");
-        let too_big = format!("POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n", MAX_BODY + 1);
+        assert_eq!(
+            pool.load(Ordering::SeqCst),
+            0,
+            "the reservation is released"
+        );
+        let too_big = format!(
+            "POST / HTTP/1.1\r\nContent-Length: {}\r\n\r\n",
+            MAX_BODY + 1
+        );
         assert_eq!(read(too_big.as_bytes(), &pool).err(), Some(413));
         // The shared budget: a body that does not fit beside the others is a 503.
         let first = BodyReservation::try_new(&pool, MAX_BODIES_TOTAL - 10, MAX_BODIES_TOTAL);
@@ -563,11 +594,18 @@ mod tests {
         let req = b"POST / HTTP/1.1\r\nContent-Length: 11\r\n\r\nhello world";
         assert_eq!(read(req, &pool).err(), Some(503));
         drop(first);
-        let (head, body, _r) =
-            read_request(&mut BufReader::new(&req[..]), &pool, MAX_BODIES_TOTAL, REQUEST_DEADLINE)
-                .unwrap()
-                .unwrap();
-        assert_eq!((head.method.as_str(), body.as_slice()), ("POST", &b"hello world"[..]));
+        let (head, body, _r) = read_request(
+            &mut BufReader::new(&req[..]),
+            &pool,
+            MAX_BODIES_TOTAL,
+            REQUEST_DEADLINE,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (head.method.as_str(), body.as_slice()),
+            ("POST", &b"hello world"[..])
+        );
     }
 
     /// Issue 16, item 8: connections that drip a byte at a time cannot lock others out: at the
@@ -591,7 +629,10 @@ mod tests {
         let started = Instant::now();
         let ok = b"POST /ok HTTP/1.1\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi";
         let answer = raw(addr, ok);
-        assert!(answer.starts_with("HTTP/1.1 200") && answer.ends_with("/ok:hi"), "{answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("/ok:hi"),
+            "{answer}"
+        );
         assert!(started.elapsed() < Duration::from_secs(5));
         // A drip does not extend the deadline: the connection is answered 408 and closed.
         let mut c = TcpStream::connect(addr).unwrap();
@@ -613,7 +654,11 @@ mod tests {
         }
         let answer = String::from_utf8_lossy(&answer);
         assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
-        assert!(started.elapsed() < Duration::from_secs(3), "{:?}", started.elapsed());
+        assert!(
+            started.elapsed() < Duration::from_secs(3),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]
@@ -628,7 +673,10 @@ mod tests {
             }
         }));
         let answer = raw(addr, b"GET /boom HTTP/1.1\r\nConnection: close\r\n\r\n");
-        assert!(answer.starts_with("HTTP/1.1 500") && answer.contains("boom"), "{answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 500") && answer.contains("boom"),
+            "{answer}"
+        );
         let answer = raw(addr, b"GET /ok HTTP/1.1\r\nConnection: close\r\n\r\n");
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
     }

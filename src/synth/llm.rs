@@ -141,16 +141,27 @@ impl LlmConfig {
         }
         let seconds = |name: &str, v: f64, min: f64, max: f64, out: &mut Vec<String>| {
             if !(v.is_finite() && v >= min && v <= max) {
-                out.push(format!("llm.{name}: {v} is not a number of seconds in [{min}, {max}]"));
+                out.push(format!(
+                    "llm.{name}: {v} is not a number of seconds in [{min}, {max}]"
+                ));
             }
         };
         if !(self.timeout_s > 0.0) {
-            out.push(format!("llm.timeout_s: {} must be positive", self.timeout_s));
+            out.push(format!(
+                "llm.timeout_s: {} must be positive",
+                self.timeout_s
+            ));
         } else {
             seconds("timeout_s", self.timeout_s, 0.0, MAX_SECONDS, &mut out);
         }
         seconds("backoff_s", self.backoff_s, 0.0, MAX_SECONDS, &mut out);
-        seconds("max_backoff_s", self.max_backoff_s, 0.0, MAX_SECONDS, &mut out);
+        seconds(
+            "max_backoff_s",
+            self.max_backoff_s,
+            0.0,
+            MAX_SECONDS,
+            &mut out,
+        );
         if self.backoff_s > self.max_backoff_s {
             out.push("llm.backoff_s: must be ≤ max_backoff_s".into());
         }
@@ -727,7 +738,10 @@ mod tests {
             );
             retry_after(&h)
         };
-        assert_eq!(wait("retry-after-ms", "1500"), Some(Duration::from_millis(1500)));
+        assert_eq!(
+            wait("retry-after-ms", "1500"),
+            Some(Duration::from_millis(1500))
+        );
         assert_eq!(wait("retry-after", "2"), Some(Duration::from_secs(2)));
         for (name, v) in [
             ("retry-after-ms", "1e30"),
@@ -751,7 +765,9 @@ mod tests {
             ("timeout_s", |c| c.timeout_s = f64::INFINITY),
             ("timeout_s", |c| c.timeout_s = 1e30),
             ("timeout_s", |c| c.timeout_s = f64::NAN),
-            ("requests_per_minute", |c| c.requests_per_minute = Some(1e-300)),
+            ("requests_per_minute", |c| {
+                c.requests_per_minute = Some(1e-300)
+            }),
             ("backoff_s", |c| {
                 c.backoff_s = 1e20;
                 c.max_backoff_s = 1e30
@@ -860,19 +876,29 @@ mod tests {
                    "usage": {"prompt_tokens": 3, "completion_tokens": 1}}),
             json!({"choices": [{"text": " there", "finish_reason": "length", "logprobs": null}], "usage": {"prompt_tokens": 2}}),
         ];
-        crate::fuzz::fuzz("llm answers", 3000, crate::fuzz::json_inputs(seeds), |bytes| {
-            let text = String::from_utf8_lossy(&bytes);
-            let (_, peak) = crate::fuzz::peak_bytes(|| {
-                for api in [Api::Chat, Api::Completions] {
-                    if let Err(e) = parse_response(&text, api, "k")
-                        && e.reason() != "llm_malformed_response"
-                    {
-                        panic!("{e:?}");
+        crate::fuzz::fuzz(
+            "llm answers",
+            3000,
+            crate::fuzz::json_inputs(seeds),
+            |bytes| {
+                let text = String::from_utf8_lossy(&bytes);
+                let (_, peak) = crate::fuzz::peak_bytes(|| {
+                    for api in [Api::Chat, Api::Completions] {
+                        if let Err(e) = parse_response(&text, api, "k")
+                            && e.reason() != "llm_malformed_response"
+                        {
+                            panic!("{e:?}");
+                        }
                     }
-                }
-            });
-            crate::fuzz::within("llm answers", peak, 64 * bytes.len() + (64 << 10), bytes.len())
-        });
+                });
+                crate::fuzz::within(
+                    "llm answers",
+                    peak,
+                    64 * bytes.len() + (64 << 10),
+                    bytes.len(),
+                )
+            },
+        );
         crate::fuzz::fuzz(
             "retry-after",
             3000,

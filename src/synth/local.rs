@@ -132,7 +132,10 @@ impl ServedModel {
     /// tiktoken's `encode_ordinary` does), so a message cannot close its turn and forge the
     /// next one. A conversation without such strings gets exactly the ids of its rendering.
     pub fn encode_chat(&self, messages: &[Message]) -> std::result::Result<Vec<u32>, EngineError> {
-        let template = self.chat.as_ref().map_err(|why| EngineError::Invalid(why.clone()))?;
+        let template = self
+            .chat
+            .as_ref()
+            .map_err(|why| EngineError::Invalid(why.clone()))?;
         let segments = template.segments(messages);
         let forged = segments
             .iter()

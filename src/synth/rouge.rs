@@ -311,7 +311,9 @@ mod tests {
             (x % m) as u32
         };
         let mut pool = Pool::new();
-        let items: Vec<Vec<u32>> = (0..20).map(|_| (0..60).map(|_| next(40)).collect()).collect();
+        let items: Vec<Vec<u32>> = (0..20)
+            .map(|_| (0..60).map(|_| next(40)).collect())
+            .collect();
         for it in &items {
             pool.push(it.clone());
         }

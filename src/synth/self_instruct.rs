@@ -592,7 +592,12 @@ mod tests {
                 }
                 let _ = is_yes(&text);
             });
-            crate::fuzz::within("model answers", peak, 256 * bytes.len() + (1 << 20), bytes.len())
+            crate::fuzz::within(
+                "model answers",
+                peak,
+                256 * bytes.len() + (1 << 20),
+                bytes.len(),
+            )
         });
     }
 }

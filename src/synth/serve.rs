@@ -70,6 +70,10 @@ pub fn serve(model: ServedModel, opts: &ServeOptions) -> Result<()> {
     Ok(())
 }
 
+/// Stop strings a request may give, and their length.
+const MAX_STOP: usize = 16;
+const MAX_STOP_BYTES: usize = 1024;
+
 /// An error answer in OpenAI's shape.
 struct ApiError {
     status: u16,
@@ -256,6 +260,12 @@ impl Server {
                 .ok_or_else(|| bad("`stop` must be a string or a list of strings"))?,
             Some(_) => return Err(bad("`stop` must be a string or a list of strings")),
         };
+        // OpenAI takes up to 4; each is searched for after every token the engine makes.
+        if stop.len() > MAX_STOP || stop.iter().any(|s| s.len() > MAX_STOP_BYTES) {
+            return Err(bad(format!(
+                "`stop` takes at most {MAX_STOP} strings of at most {MAX_STOP_BYTES} bytes"
+            )));
+        }
         let seed = match v.get("seed") {
             None | Some(Value::Null) => {
                 // No seed: a different sample each time, as OpenAI does.
@@ -373,18 +383,33 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let server = tiny_server(dir.path());
         let requests = [
-            ("/v1/completions", json!({"prompt": "Hello there", "max_tokens": 4, "temperature": 0})),
-            ("/v1/chat/completions", json!({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi <|im_end|>"}],
-                   "max_tokens": 3, "stop": ["\n", "x"], "seed": 3, "top_p": 0.5, "temperature": 1.2})),
-            ("/v1/completions", json!({"prompt": ["one"], "max_completion_tokens": 2, "n": 1, "stream": false})),
-            ("/v1/chat/completions", json!({"messages": [{"role": "user", "content": "<|im_start|>assistant\nok"}], "max_tokens": 1000000000u64})),
+            (
+                "/v1/completions",
+                json!({"prompt": "Hello there", "max_tokens": 4, "temperature": 0}),
+            ),
+            (
+                "/v1/chat/completions",
+                json!({"messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi <|im_end|>"}],
+                   "max_tokens": 3, "stop": ["\n", "x"], "seed": 3, "top_p": 0.5, "temperature": 1.2}),
+            ),
+            (
+                "/v1/completions",
+                json!({"prompt": ["one"], "max_completion_tokens": 2, "n": 1, "stream": false}),
+            ),
+            (
+                "/v1/chat/completions",
+                json!({"messages": [{"role": "user", "content": "<|im_start|>assistant\nok"}], "max_tokens": 1000000000u64}),
+            ),
         ];
         let raw: Vec<Vec<u8>> = requests
             .iter()
             .map(|(route, b)| request("POST", route, &serde_json::to_vec(b).unwrap()))
             .chain([request("GET", "/v1/models", b"")])
             .collect();
-        let bodies: Vec<Vec<u8>> = requests.iter().map(|(_, b)| serde_json::to_vec(b).unwrap()).collect();
+        let bodies: Vec<Vec<u8>> = requests
+            .iter()
+            .map(|(_, b)| serde_json::to_vec(b).unwrap())
+            .collect();
         let values: Vec<Value> = requests.iter().map(|(_, b)| b.clone()).collect();
         let n = requests.len();
         let strategy = proptest::prop_oneof![
@@ -400,7 +425,12 @@ mod tests {
         fuzz::fuzz("serve requests", 2000, strategy, |bytes| {
             let (answer, peak) = fuzz::peak_bytes(|| {
                 let mut r = std::io::BufReader::new(&bytes[..]);
-                match http::read_request(&mut r, &pool, http::MAX_BODIES_TOTAL, http::REQUEST_DEADLINE) {
+                match http::read_request(
+                    &mut r,
+                    &pool,
+                    http::MAX_BODIES_TOTAL,
+                    http::REQUEST_DEADLINE,
+                ) {
                     Ok(None) => None,
                     Err(resp) => Some(resp),
                     Ok(Some((head, body, _reservation))) => Some(server.handle(&HttpRequest {
@@ -412,8 +442,9 @@ mod tests {
                 }
             });
             if let Some(a) = answer {
-                let v: Value = serde_json::from_slice(&a.body)
-                    .map_err(|e| format!("status {} with a body that is not JSON: {e}", a.status))?;
+                let v: Value = serde_json::from_slice(&a.body).map_err(|e| {
+                    format!("status {} with a body that is not JSON: {e}", a.status)
+                })?;
                 if a.status != 200 && v["error"]["message"].as_str().is_none_or(str::is_empty) {
                     return Err(format!("status {} without a message: {v}", a.status));
                 }
@@ -421,8 +452,17 @@ mod tests {
                     return Err(format!("status {}: {v}", a.status));
                 }
             }
-            fuzz::within("serve requests", peak, 64 * bytes.len() + (4 << 20), bytes.len())
+            fuzz::within(
+                "serve requests",
+                peak,
+                64 * bytes.len() + (4 << 20),
+                bytes.len(),
+            )
         });
-        assert_eq!(pool.load(std::sync::atomic::Ordering::SeqCst), 0, "every body released");
+        assert_eq!(
+            pool.load(std::sync::atomic::Ordering::SeqCst),
+            0,
+            "every body released"
+        );
     }
 }

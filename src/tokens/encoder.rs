@@ -164,7 +164,12 @@ mod tests {
                 {
                     return Err(format!("an error that does not name the file: {e}"));
                 }
-                crate::fuzz::within("tokenizer.json", peak, 64 * bytes.len() + (16 << 20), bytes.len())
+                crate::fuzz::within(
+                    "tokenizer.json",
+                    peak,
+                    64 * bytes.len() + (16 << 20),
+                    bytes.len(),
+                )
             },
         );
     }

@@ -518,11 +518,17 @@ mod tests {
             let size = idx.len() + bin.len();
             crate::fuzz::within("megatron", peak, 16 * size + 4096, size)
         };
-        crate::fuzz::fuzz("megatron .idx", 2000, crate::fuzz::inputs(vec![idx.clone()]), |b| {
-            read_all(&b, &bin)
-        });
-        crate::fuzz::fuzz("megatron .bin", 1000, crate::fuzz::inputs(vec![bin.clone()]), |b| {
-            read_all(&idx, &b)
-        });
+        crate::fuzz::fuzz(
+            "megatron .idx",
+            2000,
+            crate::fuzz::inputs(vec![idx.clone()]),
+            |b| read_all(&b, &bin),
+        );
+        crate::fuzz::fuzz(
+            "megatron .bin",
+            1000,
+            crate::fuzz::inputs(vec![bin.clone()]),
+            |b| read_all(&idx, &b),
+        );
     }
 }

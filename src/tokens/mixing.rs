@@ -270,7 +270,11 @@ mod tests {
         assert_eq!(s, select(&lengths, &copies, 2_555.0, 7).unwrap());
         assert_ne!(s, select(&lengths, &copies, 2_555.0, 8).unwrap());
         // Absurd epochs are an error before anything is allocated.
-        assert!(select(&[1, 1], &[1, 1], 1e15, 0).unwrap_err().contains("lower `max_epochs`"));
+        assert!(
+            select(&[1, 1], &[1, 1], 1e15, 0)
+                .unwrap_err()
+                .contains("lower `max_epochs`")
+        );
         assert!(select(&[1], &[u32::MAX], 1e12, 0).is_err());
         // Upsampled documents come twice per epoch.
         let s = select(&[5, 50], &[1, 2], 105.0, 0).unwrap();

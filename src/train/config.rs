@@ -77,7 +77,11 @@ impl ModelConfig {
             ("intermediate_size", self.intermediate_size, MAX_WIDTH),
             ("num_layers", self.num_layers, MAX_LAYERS),
             ("num_heads", self.num_heads, MAX_HEADS),
-            ("max_position_embeddings", self.max_position_embeddings, MAX_POSITIONS),
+            (
+                "max_position_embeddings",
+                self.max_position_embeddings,
+                MAX_POSITIONS,
+            ),
         ] {
             if v == 0 {
                 out.push(format!("{name}: must be at least 1"));
@@ -95,7 +99,11 @@ impl ModelConfig {
                 out.push(format!("{name}: {v} is more than {max}"));
             }
         }
-        if out.is_empty() && self.checked_parameter_count().is_none_or(|n| n > MAX_PARAMETERS) {
+        if out.is_empty()
+            && self
+                .checked_parameter_count()
+                .is_none_or(|n| n > MAX_PARAMETERS)
+        {
             out.push(format!(
                 "the model has more than {MAX_PARAMETERS} parameters (vocab_size × hidden_size, \
                  num_heads × head_dim × hidden_size, ... per layer): check its sizes"
@@ -129,8 +137,8 @@ impl ModelConfig {
                 self.head_dim()
             ));
         }
-        if !(self.norm_eps > 0.0) {
-            out.push("norm_eps: must be positive".into());
+        if !(self.norm_eps > 0.0 && self.norm_eps <= 1.0) {
+            out.push(format!("norm_eps: {} must be in (0, 1]", self.norm_eps));
         }
         out.extend(self.rope.problems());
         for (name, id) in [
@@ -252,8 +260,11 @@ impl Rope {
     #[allow(clippy::neg_cmp_op_on_partial_ord)] // NaN must fail the checks
     pub fn problems(&self) -> Vec<String> {
         let mut out = Vec::new();
-        if !(self.theta > 1.0) {
-            out.push(format!("rope.theta: {} must be above 1", self.theta));
+        if !(self.theta > 1.0 && self.theta.is_finite()) {
+            out.push(format!(
+                "rope.theta: {} must be a finite number above 1",
+                self.theta
+            ));
         }
         let factor = match &self.scaling {
             RopeScaling::None => None,
@@ -288,9 +299,11 @@ impl Rope {
             }
         };
         if let Some(f) = factor
-            && !(f >= 1.0)
+            && !(f >= 1.0 && f.is_finite())
         {
-            out.push(format!("rope.scaling.factor: {f} must be at least 1"));
+            out.push(format!(
+                "rope.scaling.factor: {f} must be a finite number of at least 1"
+            ));
         }
         out
     }
@@ -596,26 +609,31 @@ impl TrainConfig {
                 ));
             }
         }
-        for (name, v) in [
-            ("seq_len", self.seq_len),
-            ("micro_batch_size", self.micro_batch_size),
-            ("grad_accum_steps", self.grad_accum_steps),
+        for (name, v, max) in [
+            ("seq_len", self.seq_len, MAX_POSITIONS),
+            ("micro_batch_size", self.micro_batch_size, 1 << 16),
+            ("grad_accum_steps", self.grad_accum_steps, 1 << 20),
         ] {
             if v == 0 {
                 out.push(format!("{name}: must be at least 1"));
+            } else if v > max {
+                out.push(format!("{name}: {v} is more than {max}"));
             }
         }
         if self.steps == 0 {
             out.push("steps: must be at least 1".into());
         }
         let o = &self.optimizer;
-        if !(o.lr > 0.0) || !(o.min_lr >= 0.0) || o.min_lr > o.lr {
-            out.push("optimizer: need lr > 0 and 0 <= min_lr <= lr".into());
+        if !(o.lr > 0.0 && o.lr.is_finite()) || !(o.min_lr >= 0.0) || o.min_lr > o.lr {
+            out.push("optimizer: need a finite lr > 0 and 0 <= min_lr <= lr".into());
         }
         if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
             out.push("optimizer: beta1 and beta2 must be in [0, 1)".into());
         }
-        if !(o.eps > 0.0) || !(o.weight_decay >= 0.0) || !(o.grad_clip >= 0.0) {
+        if !(o.eps > 0.0 && o.eps.is_finite())
+            || !(o.weight_decay >= 0.0 && o.weight_decay.is_finite())
+            || !(o.grad_clip >= 0.0 && o.grad_clip.is_finite())
+        {
             out.push("optimizer: need eps > 0, weight_decay >= 0, grad_clip >= 0".into());
         }
         if !(0.0..=1.0).contains(&self.schedule.decay_fraction) {
@@ -624,10 +642,24 @@ impl TrainConfig {
         if self.checkpoint.keep == 0 {
             out.push("checkpoint.keep: must be at least 1".into());
         }
-        if !(self.init_std > 0.0) {
-            out.push("init_std: must be positive".into());
+        if !(self.init_std > 0.0 && self.init_std <= 10.0) {
+            out.push(format!("init_std: {} must be in (0, 10]", self.init_std));
         }
         out
+    }
+
+    /// Bytes a CPU training step of `model` holds, roughly: weights, gradients and AdamW's two
+    /// moments (16 bytes a parameter), and the activations kept for the backward pass of one
+    /// micro-batch (each layer's inputs, attention and MLP values, the logits).
+    pub fn memory_estimate(&self, model: &ModelConfig) -> u128 {
+        let (d, f) = (model.hidden_size as u128, model.intermediate_size as u128);
+        let hd = model.head_dim() as u128;
+        let (qw, kw) = (model.num_heads as u128 * hd, model.kv_heads() as u128 * hd);
+        let tokens = self.micro_batch_size as u128 * self.seq_len as u128;
+        let per_token = model.num_layers as u128 * (6 * d + 2 * qw + 2 * kw + 3 * f)
+            + 2 * model.vocab_size as u128
+            + 4 * d;
+        16 * model.parameter_count() as u128 + 4 * tokens * per_token
     }
 
     pub fn document_masking(&self) -> bool {

@@ -243,7 +243,8 @@ mod tests {
     /// panic.
     #[test]
     fn fuzz_mix_reports() {
-        let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/megatron/mix");
+        let fixture =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/megatron/mix");
         let dir = tempfile::tempdir().unwrap();
         for f in ["train.idx", "train.bin", "valid.idx", "valid.bin"] {
             std::fs::copy(fixture.join(f), dir.path().join(f)).unwrap();
@@ -251,24 +252,36 @@ mod tests {
         let seed: serde_json::Value =
             serde_json::from_slice(&std::fs::read(fixture.join("mix.json")).unwrap()).unwrap();
         let report = dir.path().join("mix.json");
-        crate::fuzz::fuzz("mix.json", 2000, crate::fuzz::json_inputs(vec![seed]), |bytes| {
-            std::fs::write(&report, &bytes).unwrap();
-            let (result, peak) = crate::fuzz::peak_bytes(|| -> Result<usize> {
-                let mut samples = Samples::open(dir.path(), "valid", 255, 1)?;
-                for n in 0..samples.len() as u64 {
-                    let s = samples.nth(n);
-                    let b = batch(&[s], 255, Layout { document_masking: true, reset_position_ids: true });
-                    assert_eq!(b.targets.len(), 255);
+        crate::fuzz::fuzz(
+            "mix.json",
+            2000,
+            crate::fuzz::json_inputs(vec![seed]),
+            |bytes| {
+                std::fs::write(&report, &bytes).unwrap();
+                let (result, peak) = crate::fuzz::peak_bytes(|| -> Result<usize> {
+                    let mut samples = Samples::open(dir.path(), "valid", 255, 1)?;
+                    for n in 0..samples.len() as u64 {
+                        let s = samples.nth(n);
+                        let b = batch(
+                            &[s],
+                            255,
+                            Layout {
+                                document_masking: true,
+                                reset_position_ids: true,
+                            },
+                        );
+                        assert_eq!(b.targets.len(), 255);
+                    }
+                    let file = crate::tokens::inspect::detect(report.to_str().unwrap()).unwrap();
+                    Ok(crate::tokens::inspect::inspect(file, 2, None)?.len())
+                });
+                if let Err(e) = result
+                    && !e.to_string().contains("mix.json")
+                {
+                    return Err(format!("an error that does not name the file: {e}"));
                 }
-                let file = crate::tokens::inspect::detect(report.to_str().unwrap()).unwrap();
-                Ok(crate::tokens::inspect::inspect(file, 2, None)?.len())
-            });
-            if let Err(e) = result
-                && !e.to_string().contains("mix.json")
-            {
-                return Err(format!("an error that does not name the file: {e}"));
-            }
-            crate::fuzz::within("mix.json", peak, 64 * bytes.len() + (1 << 20), bytes.len())
-        });
+                crate::fuzz::within("mix.json", peak, 64 * bytes.len() + (1 << 20), bytes.len())
+            },
+        );
     }
 }

@@ -88,6 +88,36 @@ fn config_hash(cfg: &TrainConfig) -> String {
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
 
+/// Refuses a run that cannot fit in this machine's memory before allocating any of it (an
+/// allocation that fails aborts the process).
+fn check_memory(cfg: &TrainConfig, model: &ModelConfig) -> Result<()> {
+    let needed = cfg.memory_estimate(model);
+    let Some(available) = available_memory() else {
+        return Ok(());
+    };
+    if needed > available as u128 {
+        return Err(GristError::Usage(format!(
+            "this run needs about {:.1} GB (weights, gradients and AdamW moments of {} parameters, \
+             and the activations of {} × {} tokens), more than the {:.1} GB available: lower \
+             micro_batch_size or seq_len (grad_accum_steps keeps the batch), or the model's size",
+            needed as f64 / 1e9,
+            model.parameter_count(),
+            cfg.micro_batch_size,
+            cfg.seq_len,
+            available as f64 / 1e9
+        )));
+    }
+    Ok(())
+}
+
+/// `MemAvailable` (Linux), in bytes; `None` where it cannot be read.
+fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    kb.checked_mul(1024)
+}
+
 /// Runs (or resumes) the training run `cfg`.
 pub fn run(cfg: &TrainConfig) -> Result<Summary> {
     let problems = cfg.problems();
@@ -101,7 +131,11 @@ pub fn run(cfg: &TrainConfig) -> Result<Summary> {
     std::fs::create_dir_all(&out).map_err(|e| GristError::io(&out, e))?;
     let root = out.join("checkpoints");
     let hash = config_hash(cfg);
+    if let Some(model) = &cfg.model {
+        check_memory(cfg, model)?;
+    }
     let start = start(cfg)?;
+    check_memory(cfg, &start.config)?;
     let layout = Layout {
         document_masking: cfg.document_masking(),
         reset_position_ids: cfg.reset_position_ids,

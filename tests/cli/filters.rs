@@ -13,7 +13,6 @@ use rayon::prelude::*;
 
 use crate::util::*;
 
-
 /// The golden records with their document texts.
 fn goldens() -> Vec<(String, serde_json::Value)> {
     let records = golden_documents("datatrove_filters.jsonl.gz");

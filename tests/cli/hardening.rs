@@ -28,7 +28,10 @@ fn i06_a_panicking_task_fails_alone_and_is_listed() {
         "p.yaml",
         format!("name: t\nworkdir: work\ninput: {{parquet: in/*.parquet}}\nstages:\n{WRITE}"),
     );
-    let out = s.grist_env(&["run", "p.yaml", "-j", "1"], &[("GRIST_PANIC_AT", "batch:2")]);
+    let out = s.grist_env(
+        &["run", "p.yaml", "-j", "1"],
+        &[("GRIST_PANIC_AT", "batch:2")],
+    );
     let t = text(&out);
     assert_eq!(out.status.code(), Some(1), "{t}");
     assert!(
@@ -40,7 +43,11 @@ fn i06_a_panicking_task_fails_alone_and_is_listed() {
     // Run again without the fault: only the failed task runs.
     let out = s.grist(&["run", "p.yaml"]);
     assert_ok(&out);
-    assert!(text(&out).contains("1 task(s) run, 2 already complete"), "{}", text(&out));
+    assert!(
+        text(&out).contains("1 task(s) run, 2 already complete"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// 4: a GGUF header claiming 2³²−1 (or 10⁶, or one too many) blocks, and a `model.json` with
@@ -55,7 +62,10 @@ fn i04_absurd_model_shapes_are_errors_not_allocations() {
     for (blocks, needle) in [
         (u32::MAX, "num_layers: 4294967295 is more than 1024"),
         (1_000_000, "num_layers: 1000000 is more than 1024"),
-        (3, "llama.block_count is 3, but the file has no tensor `blk.2.attn_norm.weight`"),
+        (
+            3,
+            "llama.block_count is 3, but the file has no tensor `blk.2.attn_norm.weight`",
+        ),
     ] {
         let mut bytes = gguf.clone();
         bytes[at + 4..at + 8].copy_from_slice(&blocks.to_le_bytes());
@@ -77,7 +87,11 @@ fn i04_absurd_model_shapes_are_errors_not_allocations() {
     let good: serde_json::Value =
         serde_json::from_slice(&std::fs::read(&model_json).unwrap()).unwrap();
     for (field, value, needle) in [
-        ("num_layers", serde_json::json!(1_000_000u64), "num_layers: 1000000 is more than 1024"),
+        (
+            "num_layers",
+            serde_json::json!(1_000_000u64),
+            "num_layers: 1000000 is more than 1024",
+        ),
         ("vocab_size", serde_json::json!(u64::MAX), "vocab_size"),
         ("head_dim", serde_json::json!(1u64 << 40), "head_dim"),
         ("num_heads", serde_json::json!(1024), "num_heads"),
@@ -108,7 +122,10 @@ fn i12_outputs_of_removed_shards_are_removed() {
     std::fs::remove_file(s.path("in/part-1.parquet")).unwrap();
     let out = s.grist(&["run", "p.yaml"]);
     assert_ok(&out);
-    assert_eq!(file_names(&s.path("out")), ["input-00000.parquet", "input-00001.parquet"]);
+    assert_eq!(
+        file_names(&s.path("out")),
+        ["input-00000.parquet", "input-00001.parquet"]
+    );
     assert_eq!(file_names(&s.path("rejects/long")).len(), 2);
     let rows = read_rows(&s.path("out"));
     let rejected = read_rows(&s.path("rejects/long"));
@@ -119,7 +136,11 @@ fn i12_outputs_of_removed_shards_are_removed() {
         .collect();
     assert_eq!(rows.len() + rejected.len(), ids.len(), "no row twice");
     assert_eq!(ids.len(), 800 - 267, "the two remaining shards, whole");
-    assert!(text(&out).contains("no task of the pipeline writes it"), "{}", text(&out));
+    assert!(
+        text(&out).contains("no task of the pipeline writes it"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// 13: a writer whose directory is inside the input glob is refused at check time (each re-run
@@ -127,7 +148,10 @@ fn i12_outputs_of_removed_shards_are_removed() {
 #[test]
 fn i13_an_output_inside_the_input_pattern_is_refused() {
     let s = Scratch::new();
-    s.write("data/a.jsonl", "{\"text\": \"one\"}\n{\"text\": \"two\"}\n{\"text\": \"three\"}\n");
+    s.write(
+        "data/a.jsonl",
+        "{\"text\": \"one\"}\n{\"text\": \"two\"}\n{\"text\": \"three\"}\n",
+    );
     for (pattern, writer) in [
         ("data/*.jsonl", "path: data"),
         ("data/**/*.jsonl", "path: elsewhere, rejects: data/rejects"),
@@ -219,7 +243,11 @@ fn i16_one_run_per_workdir_and_phases_in_order() {
         .unwrap();
     let stderr = std::io::BufReader::new(first.stderr.take().unwrap());
     use std::io::BufRead;
-    assert!(stderr.lines().any(|l| l.unwrap().starts_with("grist: paused at")));
+    assert!(
+        stderr
+            .lines()
+            .any(|l| l.unwrap().starts_with("grist: paused at"))
+    );
     let second = s.grist(&["run", "p.yaml"]);
     assert_eq!(second.status.code(), Some(2), "{}", text(&second));
     let t = text(&second);
@@ -239,10 +267,19 @@ fn i16_one_run_per_workdir_and_phases_in_order() {
         "{}",
         text(&out)
     );
-    for phase in ["stream", "dedup.signatures", "dedup.buckets", "dedup.clusters", "dedup.filter"] {
+    for phase in [
+        "stream",
+        "dedup.signatures",
+        "dedup.buckets",
+        "dedup.clusters",
+        "dedup.filter",
+    ] {
         assert_ok(&s.grist(&["run", "p.yaml", "--phase", phase]));
     }
-    assert_eq!(read_rows(&s.path("out")).len() as u64, stats(&s.path("work"))["out"]["rows_in"].as_u64().unwrap());
+    assert_eq!(
+        read_rows(&s.path("out")).len() as u64,
+        stats(&s.path("work"))["out"]["rows_in"].as_u64().unwrap()
+    );
 }
 
 /// Runs grist, killing it after `secs` seconds: a hang fails the test instead of wedging it.
@@ -281,7 +318,16 @@ fn i17_a_huge_word_does_not_stall_tokenizer_training() {
     s.write("in/docs.jsonl", docs);
     let out = grist_within(
         &s,
-        &["tokenizer", "train", "--input", "in/docs.jsonl", "-o", "tok.json", "--vocab-size", "400"],
+        &[
+            "tokenizer",
+            "train",
+            "--input",
+            "in/docs.jsonl",
+            "-o",
+            "tok.json",
+            "--vocab-size",
+            "400",
+        ],
         120,
     );
     assert_ok(&out);
@@ -293,8 +339,15 @@ fn i17_a_huge_word_does_not_stall_tokenizer_training() {
         metrics["bytes_in_words_over_max_word_bytes"],
         ((20 << 20) + 120_001) as f64
     );
-    assert_eq!(st["train"]["rows_kept"], 52, "the documents themselves are used");
-    assert!(text(&out).contains("word(s) over max_word_bytes"), "{}", text(&out));
+    assert_eq!(
+        st["train"]["rows_kept"], 52,
+        "the documents themselves are used"
+    );
+    assert!(
+        text(&out).contains("word(s) over max_word_bytes"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// 14: a stage reading a pipeline-made file and an external one re-runs when the external one
@@ -310,8 +363,15 @@ fn i14_changed_external_files_rerun_what_reads_them() {
     s.write("ext.txt", std::fs::read_to_string(&books).unwrap());
     let encode = |s: &Scratch| {
         assert_ok(&s.grist(&[
-            "tokenizer", "encode", tok.to_str().unwrap(), "--input", "ext.txt", "-o", "ext",
-            "--name", "books",
+            "tokenizer",
+            "encode",
+            tok.to_str().unwrap(),
+            "--input",
+            "ext.txt",
+            "-o",
+            "ext",
+            "--name",
+            "books",
         ]))
     };
     encode(&s);
@@ -337,12 +397,19 @@ fn i14_changed_external_files_rerun_what_reads_them() {
     assert_ok(&again);
     assert!(text(&again).contains("0 task(s) run"), "{}", text(&again));
     // The external dataset changes: the mix (and the training after it) run again.
-    s.write("ext.txt", std::fs::read_to_string(&books).unwrap().replace("the", "a"));
+    s.write(
+        "ext.txt",
+        std::fs::read_to_string(&books).unwrap().replace("the", "a"),
+    );
     std::fs::remove_dir_all(s.path("ext")).unwrap();
     encode(&s);
     let out = s.grist(&["run", "p.yaml"]);
     assert_ok(&out);
-    assert_ne!(std::fs::read(s.path("mix/mix.json")).unwrap(), mix_before, "the mix re-ran");
+    assert_ne!(
+        std::fs::read(s.path("mix/mix.json")).unwrap(),
+        mix_before,
+        "the mix re-ran"
+    );
     assert!(!text(&out).contains("0 task(s) run"), "{}", text(&out));
     // The external tokenizer changes (its text changes, not its ids): training runs again.
     let again = s.grist(&["run", "p.yaml"]);
@@ -360,7 +427,8 @@ fn i14_changed_external_files_rerun_what_reads_them() {
 #[test]
 fn i05_a_yaml_alias_bomb_is_a_config_error() {
     let s = Scratch::new();
-    let mut doc = String::from("name: bomb\nx0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
+    let mut doc =
+        String::from("name: bomb\nx0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]\n");
     for i in 1..=9 {
         let p = i - 1;
         let refs = vec![format!("*a{p}"); 9].join(", ");
@@ -372,6 +440,259 @@ fn i05_a_yaml_alias_bomb_is_a_config_error() {
         let out = grist_within(&s, &[cmd, "bomb.yaml"], 30);
         assert_no_panic(&out);
         assert_eq!(out.status.code(), Some(2), "{}", text(&out));
-        assert!(text(&out).contains("expands to more than 100000 nodes"), "{}", text(&out));
+        assert!(
+            text(&out).contains("expands to more than 100000 nodes"),
+            "{}",
+            text(&out)
+        );
     }
+}
+
+/// Sets `value` at the dotted `path` of a JSON object, making the objects on the way.
+fn set_path(v: &mut serde_json::Value, path: &str, value: serde_json::Value) {
+    let mut node = v;
+    let parts: Vec<&str> = path.split('.').collect();
+    for p in &parts[..parts.len() - 1] {
+        if !node[*p].is_object() {
+            node[*p] = serde_json::json!({});
+        }
+        node = &mut node[*p];
+    }
+    node[parts[parts.len() - 1]] = value;
+}
+
+/// The numeric parameters of a stage type, as dotted paths, from the pipeline JSON Schema.
+fn numeric_params(schema: &serde_json::Value, def: &str) -> Vec<String> {
+    let defs = &schema["$defs"];
+    let mut out = Vec::new();
+    let Some(props) = defs[def]["properties"].as_object() else {
+        return out;
+    };
+    for (k, v) in props {
+        let ty = &v["type"];
+        let numeric = |t: &serde_json::Value| t == "integer" || t == "number";
+        if numeric(ty) || ty.as_array().is_some_and(|a| a.iter().any(numeric)) {
+            out.push(k.clone());
+        }
+        let refs: Vec<&str> = std::iter::once(&v["$ref"])
+            .chain(
+                v["anyOf"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|x| &x["$ref"]),
+            )
+            .filter_map(|r| r.as_str())
+            .collect();
+        for r in refs {
+            let name = r.rsplit('/').next().unwrap();
+            for sub in numeric_params(schema, name) {
+                out.push(format!("{k}.{sub}"));
+            }
+        }
+    }
+    out
+}
+
+/// "Absurd numbers" (issue 16): every numeric parameter of every stage type, set to 0, −1,
+/// 2³², 2⁶³−1, 10³⁰, 10⁻³⁰⁰, infinity or NaN, is refused by `validate` naming the parameter or
+/// runs to an ordinary end (or is still working after 30 s, for a value like 10³⁰ steps): never
+/// a panic, an abort or an internal error.
+#[test]
+fn absurd_numbers_are_refused_or_run() {
+    let mut docs = String::new();
+    for (i, (text, _, url)) in c4_docs().into_iter().take(24).enumerate() {
+        docs.push_str(
+            &serde_json::json!({"id": format!("d{i}"), "text": text, "url": url}).to_string(),
+        );
+        docs.push('\n');
+    }
+    let scratch = || {
+        let s = Scratch::new();
+        s.write("in/docs.jsonl", &docs);
+        std::os::unix::fs::symlink(repo().join("filters"), s.path("filters")).unwrap();
+        s
+    };
+    let schema: serde_json::Value = serde_json::from_slice(
+        &std::fs::read(repo().join("schemas/pipeline.schema.json")).unwrap(),
+    )
+    .unwrap();
+    let quality = repo().join("tests/fixtures/parity/quality_hq_cc.bin");
+    let mix = repo().join("tests/fixtures/parity/megatron/mix");
+    let tok = repo().join("tests/fixtures/parity/tokenizer_c4_bpe.json");
+    let llm = serde_json::json!({"backend": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "m",
+                                 "max_retries": 1, "backoff_s": 0.01, "max_backoff_s": 0.02, "timeout_s": 1});
+    // Each stage type in a small pipeline: (stage config, the stages before and after it).
+    let src = serde_json::json!({"id": "in", "type": "read_jsonl", "path": "in/docs.jsonl"});
+    let out = serde_json::json!({"id": "out", "type": "write_parquet", "path": "out", "rejects": "rejects"});
+    let cases: Vec<(
+        serde_json::Value,
+        Vec<serde_json::Value>,
+        Vec<serde_json::Value>,
+    )> = vec![
+        (src.clone(), vec![], vec![out.clone()]),
+        (
+            serde_json::json!({"type": "langid"}),
+            vec![src.clone()],
+            vec![out.clone()],
+        ),
+        (
+            serde_json::json!({"type": "gopher_repetition"}),
+            vec![src.clone()],
+            vec![out.clone()],
+        ),
+        (
+            serde_json::json!({"type": "gopher_quality"}),
+            vec![src.clone()],
+            vec![out.clone()],
+        ),
+        (
+            serde_json::json!({"type": "c4_quality"}),
+            vec![src.clone()],
+            vec![out.clone()],
+        ),
+        (
+            serde_json::json!({"type": "fineweb_quality"}),
+            vec![src.clone()],
+            vec![out.clone()],
+        ),
+        (
+            serde_json::json!({"type": "quality_classifier", "model": quality, "label": "hq"}),
+            vec![src.clone()],
+            vec![out.clone()],
+        ),
+        (
+            serde_json::json!({"type": "classifier_train", "label_column": "url", "model": "m.bin",
+                            "fasttext": {"dim": 4, "bucket": 1000, "epoch": 1}}),
+            vec![src.clone()],
+            vec![],
+        ),
+        (
+            serde_json::json!({"type": "exact_dedup"}),
+            vec![src.clone()],
+            vec![out.clone()],
+        ),
+        (
+            serde_json::json!({"type": "minhash_dedup"}),
+            vec![src.clone()],
+            vec![out.clone()],
+        ),
+        (
+            serde_json::json!({"type": "tokenizer_train", "path": "tok.json", "vocab_size": 400}),
+            vec![src.clone()],
+            vec![],
+        ),
+        (
+            serde_json::json!({"type": "mix", "path": "mix", "seq_len": 64, "total_tokens": 20000,
+                            "sources": {"web": {"dataset": "tokens/in"}}}),
+            vec![
+                src.clone(),
+                serde_json::json!({"id": "tok", "type": "tokenize", "tokenizer": tok, "path": "tokens"}),
+            ],
+            vec![],
+        ),
+        (
+            serde_json::json!({"type": "self_instruct", "llm": llm.clone(), "num_instructions": 2}),
+            vec![src.clone()],
+            vec![],
+        ),
+        (
+            serde_json::json!({"type": "evol_instruct", "llm": llm.clone(), "rounds": 1, "max_instructions": 2}),
+            vec![src.clone()],
+            vec![],
+        ),
+        (
+            serde_json::json!({"type": "train", "output": "run", "tokenizer": tok, "seq_len": 255, "steps": 2,
+                            "micro_batch_size": 2, "data": {"path": mix},
+                            "model": {"vocab_size": 2048, "hidden_size": 16, "intermediate_size": 32, "num_layers": 1, "num_heads": 2}}),
+            vec![],
+            vec![],
+        ),
+        (out.clone(), vec![src.clone()], vec![]),
+    ];
+    let values = ["0", "-1", "4294967296", "1e30", ".inf", ".nan"];
+    let mut jobs = Vec::new();
+    for (stage, before, after) in cases {
+        let ty = stage["type"].as_str().unwrap().to_string();
+        for param in numeric_params(&schema, &format!("stage_{ty}")) {
+            for value in values {
+                let mut st = stage.clone();
+                if st["id"].is_null() {
+                    st["id"] = serde_json::json!("x");
+                }
+                set_path(&mut st, &param, serde_json::json!("__VALUE__"));
+                let stages: Vec<serde_json::Value> = before
+                    .iter()
+                    .cloned()
+                    .chain([st])
+                    .chain(after.iter().cloned())
+                    .collect();
+                let pipeline =
+                    serde_json::json!({"name": "absurd", "workdir": "work", "stages": stages});
+                let yaml = serde_json::to_string(&pipeline)
+                    .unwrap()
+                    .replace("\"__VALUE__\"", value);
+                jobs.push((format!("{ty}.{param} = {value}"), param.clone(), yaml));
+            }
+        }
+    }
+    let tried = jobs.len();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|sc| {
+        for _ in 0..2 {
+            sc.spawn(|| {
+                loop {
+                    let k = next.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    let Some((what, param, yaml)) = jobs.get(k) else {
+                        break;
+                    };
+                    let s = scratch();
+                    s.write("p.yaml", yaml);
+                    let checked = grist_within(&s, &["validate", "p.yaml"], 60);
+                    assert_no_panic(&checked);
+                    let last = param.rsplit('.').next().unwrap();
+                    match checked.status.code() {
+                        Some(2) if text(&checked).contains(last) => continue,
+                        Some(2) => panic!(
+                            "{what}: refused without naming `{last}`: {}",
+                            text(&checked)
+                        ),
+                        Some(0) => {}
+                        other => panic!("{what}: validate exited {other:?}: {}", text(&checked)),
+                    }
+                    if let Some(run) = run_within(&s, &["run", "p.yaml", "-j", "1"], 5) {
+                        assert_no_panic(&run);
+                        assert!(
+                            matches!(run.status.code(), Some(0..=2)),
+                            "{what}: run exited {:?}: {}",
+                            run.status.code(),
+                            text(&run)
+                        );
+                    }
+                }
+            });
+        }
+    });
+    assert!(tried > 500, "{tried} cases");
+}
+
+/// Runs grist for at most `secs` seconds: `None` when it was still running (a huge but valid
+/// amount of work, such as 10³⁰ training steps).
+fn run_within(s: &Scratch, args: &[&str], secs: u64) -> Option<std::process::Output> {
+    let mut child = s
+        .command(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let started = std::time::Instant::now();
+    while child.try_wait().unwrap().is_none() {
+        if started.elapsed() > std::time::Duration::from_secs(secs) {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Some(child.wait_with_output().unwrap())
 }

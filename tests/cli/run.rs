@@ -79,7 +79,8 @@ fn every_bundled_pipeline_validates() {
     let s = Scratch::new();
     let gguf = smollm2_gguf();
     std::fs::create_dir_all(s.path("runs/models")).unwrap();
-    std::os::unix::fs::symlink(&gguf, s.path("runs/models/SmolLM2-135M-Instruct.Q4_1.gguf")).unwrap();
+    std::os::unix::fs::symlink(&gguf, s.path("runs/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
+        .unwrap();
     // Default model paths (`langid`'s lid.176.ftz) are relative to the repository root.
     std::os::unix::fs::symlink(repo().join("filters"), s.path("filters")).unwrap();
     let mut files = Vec::new();

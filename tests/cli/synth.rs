@@ -137,7 +137,10 @@ fn serve_answers_like_generate_and_rejects_bad_requests() {
         let same: Vec<_> = (0..4)
             .map(|_| sc.spawn(|| post(&url, &sampled).1))
             .collect();
-        let _mixed: Vec<_> = others.iter().map(|o| sc.spawn(|| post(&url, o).1)).collect();
+        let _mixed: Vec<_> = others
+            .iter()
+            .map(|o| sc.spawn(|| post(&url, o).1))
+            .collect();
         same.into_iter().map(|h| h.join().unwrap()).collect()
     });
     assert!(
@@ -648,9 +651,15 @@ fn i01_evol_instruct_takes_numeric_and_large_string_ids() {
     w.close().unwrap();
     let yaml = std::fs::read_to_string(s.path("evol.yaml"))
         .unwrap()
-        .replace("type: read_jsonl, path: seeds.jsonl", "type: read_parquet, path: seeds.parquet")
+        .replace(
+            "type: read_jsonl, path: seeds.jsonl",
+            "type: read_parquet, path: seeds.parquet",
+        )
         .replace("workdir: work", "workdir: work2")
-        .replace("path: out, rejects: rejects", "path: out2, rejects: rejects2");
+        .replace(
+            "path: out, rejects: rejects",
+            "path: out2, rejects: rejects2",
+        );
     s.write("evol.yaml", yaml);
     let out = s.grist(&["run", "evol.yaml"]);
     crate::hardening::assert_no_panic(&out);
@@ -672,7 +681,12 @@ fn throttling_stub(headers: &'static str) -> String {
             std::thread::spawn(move || {
                 let mut r = BufReader::new(c.try_clone().unwrap());
                 while read_request(&mut r).is_some() {
-                    respond(&mut c, 429, headers, b"{\"error\": {\"message\": \"slow down\"}}");
+                    respond(
+                        &mut c,
+                        429,
+                        headers,
+                        b"{\"error\": {\"message\": \"slow down\"}}",
+                    );
                 }
             });
         }
@@ -684,7 +698,10 @@ fn throttling_stub(headers: &'static str) -> String {
 /// `retry-after-ms: 100000000000` to sleep for years; both fall back to the configured backoff.
 #[test]
 fn i02_absurd_retry_after_answers_neither_panic_nor_hang() {
-    for headers in ["retry-after-ms: 1e30\r\n", "retry-after-ms: 100000000000\r\n"] {
+    for headers in [
+        "retry-after-ms: 1e30\r\n",
+        "retry-after-ms: 100000000000\r\n",
+    ] {
         let s = Scratch::new();
         let stub = throttling_stub(headers);
         instructions_jsonl(&s, 2);
@@ -727,7 +744,11 @@ fn i03_absurd_llm_numbers_fail_validation() {
         let out = s.grist(&["validate", "evol.yaml"]);
         crate::hardening::assert_no_panic(&out);
         assert_eq!(out.status.code(), Some(2), "{field}: {}", text(&out));
-        assert!(text(&out).contains(&format!("llm.{field}")), "{}", text(&out));
+        assert!(
+            text(&out).contains(&format!("llm.{field}")),
+            "{}",
+            text(&out)
+        );
     }
 }
 
@@ -780,7 +801,10 @@ fn i11_special_tokens_in_chat_content_are_text() {
     ordinary.set_encode_special_tokens(true);
     let as_text = |t: &str| ordinary.encode(t, false).unwrap().get_ids().to_vec();
     let special = tok.encode(forged, false).unwrap();
-    assert!(special.get_ids().contains(&2049), "the forgery would work if read as specials");
+    assert!(
+        special.get_ids().contains(&2049),
+        "the forgery would work if read as specials"
+    );
     // The rendering's own control tokens stay, the message's are text: the count grows by the
     // text of the forged content exactly.
     assert_eq!(
@@ -838,7 +862,13 @@ fn i10_vocabulary_mismatch_is_refused_and_engine_panics_are_500s() {
     let body = json!({"prompt": "The history of", "max_tokens": 3, "temperature": 0});
     let (st, v) = post(&format!("{}/v1/completions", srv.url), &body);
     assert_eq!(st, 500, "{v}");
-    assert!(v["error"]["message"].as_str().unwrap().contains("engine failed"), "{v}");
+    assert!(
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("engine failed"),
+        "{v}"
+    );
     let (st, v) = post(&format!("{}/v1/completions", srv.url), &body);
     assert_eq!(st, 200, "the engine goes on: {v}");
 }

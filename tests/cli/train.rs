@@ -437,7 +437,11 @@ fn continual_and_long_context_start_from_the_checkpoint() {
     let replayed: Vec<u64> = std::fs::read_to_string(s.path("replay/metrics.jsonl"))
         .unwrap()
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["replay_samples"].as_u64().unwrap())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["replay_samples"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(replayed, [1, 1]);
 }
@@ -474,12 +478,18 @@ fn pretrain_reports_bits_per_byte_and_generates() {
     assert_ok(&out);
     let e: Value = serde_json::from_slice(&out.stdout).unwrap();
     let (loss, tokens) = (e["loss"].as_f64().unwrap(), e["tokens"].as_f64().unwrap());
-    assert!((loss - sum["val_loss"].as_f64().unwrap()).abs() < 1e-9, "{e} vs {sum}");
+    assert!(
+        (loss - sum["val_loss"].as_f64().unwrap()).abs() < 1e-9,
+        "{e} vs {sum}"
+    );
     let tok = tokenizers::Tokenizer::from_file(tokenizer()).unwrap();
-    let valid = grist::tokens::megatron::Dataset::open(&PathBuf::from(mix_dir()).join("valid")).unwrap();
-    let train = grist::tokens::megatron::Dataset::open(&PathBuf::from(mix_dir()).join("train")).unwrap();
+    let valid =
+        grist::tokens::megatron::Dataset::open(&PathBuf::from(mix_dir()).join("valid")).unwrap();
+    let train =
+        grist::tokens::megatron::Dataset::open(&PathBuf::from(mix_dir()).join("train")).unwrap();
     let mix: Value =
-        serde_json::from_slice(&std::fs::read(PathBuf::from(mix_dir()).join("mix.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(PathBuf::from(mix_dir()).join("mix.json")).unwrap())
+            .unwrap();
     let pad = mix["pad_id"].as_u64().map(|p| p as u32);
     let mut counts = vec![1u64; 2048];
     for q in 0..train.num_sequences() {
@@ -490,7 +500,10 @@ fn pretrain_reports_bits_per_byte_and_generates() {
     let total: u64 = counts.iter().sum();
     let (mut bytes, mut targets, mut unigram_bits) = (0usize, 0usize, 0f64);
     for d in 0..valid.num_documents().min(128) {
-        let fragments: Vec<Vec<u32>> = valid.document_sequences(d).map(|q| valid.sequence(q).to_vec()).collect();
+        let fragments: Vec<Vec<u32>> = valid
+            .document_sequences(d)
+            .map(|q| valid.sequence(q).to_vec())
+            .collect();
         let n = fragments.len();
         let mut at = 0usize;
         for (k, f) in fragments.iter().enumerate() {
@@ -501,7 +514,10 @@ fn pretrain_reports_bits_per_byte_and_generates() {
                 let t = &f[from..];
                 bytes += tok.decode(t, true).unwrap().len();
                 targets += t.len();
-                unigram_bits -= t.iter().map(|&x| (counts[x as usize] as f64 / total as f64).log2()).sum::<f64>();
+                unigram_bits -= t
+                    .iter()
+                    .map(|&x| (counts[x as usize] as f64 / total as f64).log2())
+                    .sum::<f64>();
             }
             at += f.len();
         }
@@ -510,7 +526,10 @@ fn pretrain_reports_bits_per_byte_and_generates() {
     let want = loss * tokens / std::f64::consts::LN_2 / bytes as f64;
     assert!((val - want).abs() < 1e-9 * want, "val_bpb {val} vs {want}");
     let want_uni = unigram_bits / bytes as f64;
-    assert!((uni - want_uni).abs() < 1e-9 * want_uni, "unigram_bpb {uni} vs {want_uni}");
+    assert!(
+        (uni - want_uni).abs() < 1e-9 * want_uni,
+        "unigram_bpb {uni} vs {want_uni}"
+    );
     let out = s.grist(&[
         "generate",
         "run/checkpoints/step-00000030",

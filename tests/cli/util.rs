@@ -76,7 +76,14 @@ pub fn python_module(module: &str, package: &str) {
         return;
     }
     let out = Command::new("python3")
-        .args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", package])
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            package,
+        ])
         .output()
         .expect("python3 runs");
     assert!(

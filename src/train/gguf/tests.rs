@@ -981,29 +981,24 @@ fn fuzz_gguf_files() {
     let (fixture, _) = load_fixture();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("model.gguf");
-    crate::fuzz::fuzz(
-        "gguf",
-        3000,
-        crate::fuzz::inputs(vec![fixture]),
-        |bytes| {
-            let (msg, peak) = crate::fuzz::peak_bytes(|| {
-                let parsed = match GgufFile::parse(&bytes) {
-                    Ok(f) => f,
-                    Err(e) => return e.to_string(),
-                };
-                for t in &parsed.tensors {
-                    let _ = parsed.tensor_f32(&bytes, &t.name);
-                }
-                std::fs::write(&path, &bytes).unwrap();
-                match crate::train::gguf_import::read_gguf(&path) {
-                    Ok(m) => format!("{} layers", m.config.num_layers),
-                    Err(e) => e.to_string(),
-                }
-            });
-            if msg.is_empty() {
-                return Err("an error without a message".into());
+    crate::fuzz::fuzz("gguf", 3000, crate::fuzz::inputs(vec![fixture]), |bytes| {
+        let (msg, peak) = crate::fuzz::peak_bytes(|| {
+            let parsed = match GgufFile::parse(&bytes) {
+                Ok(f) => f,
+                Err(e) => return e.to_string(),
+            };
+            for t in &parsed.tensors {
+                let _ = parsed.tensor_f32(&bytes, &t.name);
             }
-            crate::fuzz::within("gguf", peak, 64 * bytes.len() + (16 << 20), bytes.len())
-        },
-    );
+            std::fs::write(&path, &bytes).unwrap();
+            match crate::train::gguf_import::read_gguf(&path) {
+                Ok(m) => format!("{} layers", m.config.num_layers),
+                Err(e) => e.to_string(),
+            }
+        });
+        if msg.is_empty() {
+            return Err("an error without a message".into());
+        }
+        crate::fuzz::within("gguf", peak, 64 * bytes.len() + (16 << 20), bytes.len())
+    });
 }
