@@ -448,9 +448,14 @@ fn parse_params(
     };
     let problems = config.check();
     for p in &problems {
+        // Every message names its parameter, whether or not the check spelled it out.
+        let message = match p.message.contains(p.param) {
+            true => p.message.clone(),
+            false => format!("`{}` {}", p.param, p.message),
+        };
         diags.push(Diagnostic::error(
             param_spans.get(p.param).copied().unwrap_or(span),
-            format!("stage `{id}`: {}", p.message),
+            format!("stage `{id}`: {message}"),
         ));
     }
     problems.is_empty().then_some((config, param_spans))

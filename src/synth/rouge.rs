@@ -269,13 +269,17 @@ mod tests {
         );
         let text = std::fs::read_to_string(path).unwrap();
         let mut pool = Pool::new();
-        let mut n = 0;
+        let (mut n, mut at_threshold, mut non_ascii) = (0, 0, 0);
         for line in text.lines() {
             let v: serde_json::Value = serde_json::from_str(line).unwrap();
             let (a, b) = (v["a"].as_str().unwrap(), v["b"].as_str().unwrap());
             let want: f64 = v["f"].as_str().unwrap().parse().unwrap();
             let tokens_a: Vec<String> = serde_json::from_value(v["tokens_a"].clone()).unwrap();
+            let tokens_b: Vec<String> = serde_json::from_value(v["tokens_b"].clone()).unwrap();
             assert_eq!(tokenize(a), tokens_a, "{a:?}");
+            assert_eq!(tokenize(b), tokens_b, "{b:?}");
+            at_threshold += usize::from(want == 0.7);
+            non_ascii += usize::from(!a.is_ascii() || !b.is_ascii());
             let (ta, tb) = (pool.tokens(a), pool.tokens(b));
             let got = Pattern::new(&ta).score(&tb);
             assert_eq!(
@@ -285,7 +289,10 @@ mod tests {
             );
             n += 1;
         }
-        assert!(n >= 1000, "{n} pairs");
+        // What the README says the fixture holds: 1,422 pairs, some scoring exactly 0.7 (the
+        // threshold) and some with non-ASCII text.
+        assert_eq!(n, 1422);
+        assert_eq!((at_threshold, non_ascii), (13, 35));
     }
 
     proptest! {

@@ -34,7 +34,7 @@ fn every_error_of_a_file_is_reported_in_one_go() {
         "p.yaml:5:19: error: unknown stage type `sqll`",
         "did you mean `sql`?",
         "p.yaml:6:34: error: unknown key `extra`",
-        "p.yaml:7:63: error: stage `out`: invalid type: string \"many\", expected usize",
+        "p.yaml:7:63: error: stage `out`: `row_group_rows`: invalid type: string \"many\", expected usize",
         "4 errors found",
     ] {
         assert!(t.contains(expected), "missing `{expected}` in:\n{t}");
@@ -63,7 +63,9 @@ fn param_of_the_wrong_type_points_at_the_value() {
     assert_eq!(out.status.code(), Some(2));
     let t = text(&out);
     assert!(
-        t.contains("p.yaml:7:24: error: stage `out`: invalid type: sequence, expected i32"),
+        t.contains(
+            "p.yaml:7:24: error: stage `out`: `compression_level`: invalid type: sequence, expected i32"
+        ),
         "{t}"
     );
 }

@@ -62,6 +62,7 @@ fn signatures_and_removals_match_datatrove() {
     let golden = read_golden("minhash_datatrove.jsonl.gz");
     let (header, docs) = golden.split_first().unwrap();
     assert_eq!(docs.len(), corpus.len());
+    assert_eq!(corpus.len(), 3123, "the README's parity corpus");
     let hasher = MinHasher::new(5, 112, 1, ShingleHash::Xxhash);
     let (a, b) = hasher.parameters();
     let as_u64 = |v: &serde_json::Value| -> Vec<u64> {

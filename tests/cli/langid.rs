@@ -30,7 +30,8 @@ fn langid_matches_python_fasttext_on_every_web_document() {
         "top labels differ:\n{}",
         label_misses.join("\n")
     );
-    assert!(worst <= 1e-4, "a score differs by {worst}");
+    // Measured: 1.1e-16 (Python's float64 of the same f32 score, through a text golden).
+    assert!(worst <= 1e-12, "a score differs by {worst}");
 }
 
 #[test]

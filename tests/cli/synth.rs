@@ -426,8 +426,9 @@ fn answer(prompt: &str) -> (String, &'static str) {
             DISTINCT[2 * k % DISTINCT.len()],
             DISTINCT[(2 * k + 1) % DISTINCT.len()],
         );
+        let long = vec!["word"; 151].join(" ");
         let text = format!(
-            " {a}\n10. Draw a picture of a cat.\n11. Say hi\n12. Write a program that prints the numbers from one to ten.\n13. {b}"
+            " {a}\n10. Draw a picture of a cat.\n11. Say hi\n12. Write a program that prints the numbers from one to ten.\n13. {b}\n14. Describe {long}.\n15. \"Quoted\" instructions start with punctuation here.\n16. Élaborez une recette de cuisine simple."
         );
         return (text, stop);
     }
@@ -491,10 +492,14 @@ fn self_instruct_filters_scores_and_generates_instances() {
         .iter()
         .map(|r| r["reason"].as_str().unwrap())
         .collect();
+    // Every filter of Self-Instruct's post-processing, and the ROUGE-L pool check.
     for r in [
         "keyword_blacklist",
         "too_short",
+        "too_long",
         "write_a_program",
+        "starts_with_punctuation",
+        "starts_with_non_ascii",
         "too_similar",
     ] {
         assert!(reasons.contains(r), "{reasons:?}");
@@ -588,8 +593,8 @@ fn bad_synth_configs_are_clear_errors() {
     let t = text(&out);
     for needle in [
         "llm.base_url: `backend: openai` needs a base URL",
-        "llm.max_concurrency: must be at least 1",
-        "bad.yaml:12:5",
+        "llm.max_concurrency: 0 is not in 1..=4096",
+        "bad.yaml:12:5: error: stage `evo`: `rounds` must be at least 1",
     ] {
         assert!(t.contains(needle), "{needle}: {t}");
     }

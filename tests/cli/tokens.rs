@@ -654,7 +654,20 @@ fn tokenize_mix_pipeline_runs_on_the_shared_data() {
             ds.total_tokens(),
             m["sources"][name]["tokens"].as_u64().unwrap()
         );
+        // The README: at most 4 epochs of each source.
+        let epochs = m["sources"][name]["train"]["epochs"].as_f64().unwrap();
+        assert!(epochs <= 4.0, "{name}: {epochs} epochs");
     }
+    // The README: 1.5 M training tokens.
+    assert_eq!(m["train"]["total_tokens_target"], 1_500_000);
+    let selected: u64 = ["web", "wiki", "books"]
+        .iter()
+        .map(|n| m["sources"][n]["train"]["selected_tokens"].as_u64().unwrap())
+        .sum();
+    assert!(
+        (selected as f64 - 1.5e6).abs() / 1.5e6 < 0.005,
+        "{selected} tokens selected"
+    );
     let train = Dataset::open(&s.path("runs/tokenize-mix/mix/train")).unwrap();
     assert!(train.num_documents() > 1000);
     for d in 0..train.num_documents() {

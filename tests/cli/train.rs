@@ -176,7 +176,10 @@ fn smollm2_from_gguf_matches_transformers() {
     let st = SafeTensors::deserialize(&bytes).unwrap();
     let (shape, logits) = tensor_f32(&st, "logits", &lpath).unwrap();
     let tok = tokenizers::Tokenizer::from_file(s.path("smol/tokenizer.json")).unwrap();
-    for (i, p) in golden["prompts"].as_array().unwrap().iter().enumerate() {
+    let prompts = golden["prompts"].as_array().unwrap();
+    assert_eq!(prompts.len(), 3, "three prompts");
+    for (i, p) in prompts.iter().enumerate() {
+        assert_eq!(p["greedy_new_ids"].as_array().unwrap().len(), 16, "16 greedy tokens");
         let ids: Vec<u32> = serde_json::from_value(p["prompt_ids"].clone()).unwrap();
         let text = p["text"].as_str().unwrap();
         assert_eq!(
