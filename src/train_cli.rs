@@ -181,6 +181,15 @@ pub struct ServeArgs {
     /// Worker threads for the model (default: all cores).
     #[arg(long, short = 'j', value_parser = crate::thread_count)]
     pub threads: Option<usize>,
+    /// Connections served at once; past it the one waiting longest for its request is closed.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u16).range(1..=16384))]
+    pub max_connections: u16,
+    /// Seconds a request may take to arrive, from its first byte (however slowly it drips).
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u16).range(1..=3600))]
+    pub request_timeout_s: u16,
+    /// Seconds a keep-alive connection may wait for its next request.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u16).range(1..=3600))]
+    pub idle_timeout_s: u16,
 }
 
 pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
@@ -196,6 +205,11 @@ pub fn serve(a: ServeArgs) -> anyhow::Result<()> {
             engine: grist::synth::local::EngineOptions {
                 max_batch: a.max_batch.into(),
                 prefix_cache: a.prefix_cache.into(),
+            },
+            limits: grist::synth::http::Limits {
+                max_connections: a.max_connections.into(),
+                idle: std::time::Duration::from_secs(a.idle_timeout_s.into()),
+                request_deadline: std::time::Duration::from_secs(a.request_timeout_s.into()),
             },
         },
     )?;

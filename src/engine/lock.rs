@@ -6,7 +6,7 @@
 
 use std::fs::{File, OpenOptions, TryLockError};
 use std::io::{Read, Seek, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use crate::error::{GristError, IoContext, Result};
 
@@ -69,7 +69,7 @@ impl WorkdirLock {
 }
 
 /// Who holds the lock, as the last whole run wrote it; phase runs write nothing.
-fn holder(file: &mut File, path: &PathBuf) -> String {
+fn holder(file: &mut File, path: &Path) -> String {
     let mut text = String::new();
     let _ = file.rewind();
     let _ = file.take(1024).read_to_string(&mut text);

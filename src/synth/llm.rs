@@ -761,7 +761,8 @@ mod tests {
     /// naming the field.
     #[test]
     fn i03_absurd_llm_numbers_are_config_errors() {
-        let cases: [(&str, fn(&mut LlmConfig)); 9] = [
+        type Set = fn(&mut LlmConfig);
+        let cases: [(&str, Set); 9] = [
             ("timeout_s", |c| c.timeout_s = f64::INFINITY),
             ("timeout_s", |c| c.timeout_s = 1e30),
             ("timeout_s", |c| c.timeout_s = f64::NAN),

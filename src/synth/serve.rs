@@ -28,6 +28,8 @@ pub struct ServeOptions {
     pub model_name: Option<String>,
     pub request_log: Option<PathBuf>,
     pub engine: EngineOptions,
+    /// Connections, idle and request deadlines of the HTTP server.
+    pub limits: http::Limits,
 }
 
 struct Server {
@@ -63,9 +65,10 @@ pub fn serve(model: ServedModel, opts: &ServeOptions) -> Result<()> {
         log,
     });
     eprintln!("grist serve: listening on http://{bound} (model {name})");
-    http::run(
+    http::run_with(
         listener,
         Arc::new(move |req: &HttpRequest| server.handle(req)),
+        opts.limits,
     );
     Ok(())
 }

@@ -624,16 +624,17 @@ impl TrainConfig {
             out.push("steps: must be at least 1".into());
         }
         let o = &self.optimizer;
-        if !(o.lr > 0.0 && o.lr.is_finite()) || !(o.min_lr >= 0.0) || o.min_lr > o.lr {
+        let lr_ok = o.lr > 0.0 && o.lr.is_finite() && o.min_lr >= 0.0 && o.min_lr <= o.lr;
+        if !lr_ok {
             out.push("optimizer: need a finite lr > 0 and 0 <= min_lr <= lr".into());
         }
         if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
             out.push("optimizer: beta1 and beta2 must be in [0, 1)".into());
         }
-        if !(o.eps > 0.0 && o.eps.is_finite())
-            || !(o.weight_decay >= 0.0 && o.weight_decay.is_finite())
-            || !(o.grad_clip >= 0.0 && o.grad_clip.is_finite())
-        {
+        let finite = [o.eps, o.weight_decay, o.grad_clip]
+            .iter()
+            .all(|x| x.is_finite());
+        if !(finite && o.eps > 0.0 && o.weight_decay >= 0.0 && o.grad_clip >= 0.0) {
             out.push("optimizer: need eps > 0, weight_decay >= 0, grad_clip >= 0".into());
         }
         if !(0.0..=1.0).contains(&self.schedule.decay_fraction) {

@@ -375,7 +375,10 @@ fn scores_equal_python_fasttext_on_every_web_document() {
     }
     eprintln!("quality_classifier: 2429 documents, largest score difference {worst:e}");
     // The README says the scores equal Python fastText's: exactly (both are the same f32).
-    assert_eq!(worst, 0.0, "a score differs from Python fastText by {worst}");
+    assert_eq!(
+        worst, 0.0,
+        "a score differs from Python fastText by {worst}"
+    );
 
     // Every label's probability, in fastText's order, through the library.
     let model = grist::classifier::model::FastTextModel::load(&model).unwrap();

@@ -935,3 +935,68 @@ fn i09_max_tokens_is_clamped_and_a_departed_client_cancels_its_request() {
     assert_eq!(st, 200, "{v}");
     assert!(started.elapsed() < Duration::from_secs(30));
 }
+
+/// Issue 16, item 7: `grist serve` reads a request line with no newline only up to the head
+/// limit (it used to take 200 MB and answer nothing).
+#[test]
+fn i07_serve_stops_reading_an_endless_request_line() {
+    let s = Scratch::new();
+    let model = tiny_model(&s);
+    let srv = serve(&s, &model, &[]);
+    let addr = srv.url.trim_start_matches("http://").to_string();
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let chunk = vec![b'a'; 1 << 20];
+    let mut sent = 0usize;
+    while sent < 200 << 20 {
+        if c.write_all(&chunk).is_err() {
+            break;
+        }
+        sent += chunk.len();
+    }
+    assert!(sent < 32 << 20, "the server kept reading: {sent} bytes");
+    // The server is fine: the next client is answered.
+    let (st, _) = post(
+        &format!("{}/v1/completions", srv.url),
+        &json!({"prompt": "Hello", "max_tokens": 1}),
+    );
+    assert_eq!(st, 200);
+}
+
+/// Issue 16, item 8: connections that drip a byte and stay cannot lock other clients out (they
+/// used to: every slot taken, new clients reset).
+#[test]
+fn i08_serve_answers_while_every_slot_drips() {
+    let s = Scratch::new();
+    let model = tiny_model(&s);
+    let srv = serve(
+        &s,
+        &model,
+        &["--max-connections", "64", "--request-timeout-s", "2"],
+    );
+    let addr = srv.url.trim_start_matches("http://").to_string();
+    let drips: Vec<TcpStream> = (0..80)
+        .map(|_| {
+            let mut c = TcpStream::connect(&addr).unwrap();
+            c.write_all(b"P").unwrap();
+            c
+        })
+        .collect();
+    let started = std::time::Instant::now();
+    let (st, v) = post(
+        &format!("{}/v1/completions", srv.url),
+        &json!({"prompt": "Hello", "max_tokens": 1}),
+    );
+    assert_eq!(st, 200, "{v}");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // And a drip cannot hold a slot past the request deadline: the dripper gets a 408.
+    let mut c = TcpStream::connect(&addr).unwrap();
+    c.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    c.write_all(b"POST /v1/completions HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let _ = c.write_all(b"X");
+    let mut answer = String::new();
+    let _ = c.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
+    drop(drips);
+}

@@ -662,7 +662,11 @@ fn tokenize_mix_pipeline_runs_on_the_shared_data() {
     assert_eq!(m["train"]["total_tokens_target"], 1_500_000);
     let selected: u64 = ["web", "wiki", "books"]
         .iter()
-        .map(|n| m["sources"][n]["train"]["selected_tokens"].as_u64().unwrap())
+        .map(|n| {
+            m["sources"][n]["train"]["selected_tokens"]
+                .as_u64()
+                .unwrap()
+        })
         .sum();
     assert!(
         (selected as f64 - 1.5e6).abs() / 1.5e6 < 0.005,

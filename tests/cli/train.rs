@@ -179,7 +179,11 @@ fn smollm2_from_gguf_matches_transformers() {
     let prompts = golden["prompts"].as_array().unwrap();
     assert_eq!(prompts.len(), 3, "three prompts");
     for (i, p) in prompts.iter().enumerate() {
-        assert_eq!(p["greedy_new_ids"].as_array().unwrap().len(), 16, "16 greedy tokens");
+        assert_eq!(
+            p["greedy_new_ids"].as_array().unwrap().len(),
+            16,
+            "16 greedy tokens"
+        );
         let ids: Vec<u32> = serde_json::from_value(p["prompt_ids"].clone()).unwrap();
         let text = p["text"].as_str().unwrap();
         assert_eq!(
