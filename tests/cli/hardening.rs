@@ -283,7 +283,7 @@ fn i16_one_run_per_workdir_and_phases_in_order() {
 }
 
 /// Runs grist, killing it after `secs` seconds: a hang fails the test instead of wedging it.
-fn grist_within(s: &Scratch, args: &[&str], secs: u64) -> std::process::Output {
+pub fn grist_within(s: &Scratch, args: &[&str], secs: u64) -> std::process::Output {
     let mut child = s
         .command(args)
         .stdout(std::process::Stdio::piped())

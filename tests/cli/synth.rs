@@ -835,7 +835,7 @@ fn i11_special_tokens_in_chat_content_are_text() {
 fn i10_vocabulary_mismatch_is_refused_and_engine_panics_are_500s() {
     let s = Scratch::new();
     let mismatched = chatml_model(&s, "small", 2048, 2048);
-    let out = s.grist(&["serve", &mismatched, "--port", "0"]);
+    let out = crate::hardening::grist_within(&s, &["serve", &mismatched, "--port", "0"], 60);
     crate::hardening::assert_no_panic(&out);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(
