@@ -235,6 +235,24 @@ impl SourceReader for TextReader {
 mod tests {
     use super::*;
 
+    /// Everything a reader gives: kept texts, and (reason, text length) of each rejected row.
+    fn drain(reader: &mut dyn SourceReader) -> (Vec<String>, Vec<(String, usize)>) {
+        let strings = |b: &RecordBatch| -> Vec<String> {
+            let col = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+            col.iter().map(|t| t.unwrap().to_string()).collect()
+        };
+        let (mut texts, mut rejected) = (Vec::new(), Vec::new());
+        while let Some(out) = reader.next_batch().unwrap() {
+            texts.extend(strings(&out.kept));
+            if let Some(r) = out.rejected {
+                for (i, t) in strings(&r.rows).into_iter().enumerate() {
+                    rejected.push((r.reasons.value(i).to_string(), t.len()));
+                }
+            }
+        }
+        (texts, rejected)
+    }
+
     fn read(content: &[u8], split: Split) -> (Vec<String>, usize) {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("a.txt");
@@ -245,18 +263,8 @@ mod tests {
         };
         let shard = source.shards().unwrap().remove(0);
         let mut reader = source.open(&shard, 2).unwrap();
-        let (mut texts, mut bad) = (Vec::new(), 0);
-        while let Some(out) = reader.next_batch().unwrap() {
-            let col = out
-                .kept
-                .column(1)
-                .as_any()
-                .downcast_ref::<StringArray>()
-                .unwrap();
-            texts.extend(col.iter().map(|t| t.unwrap().to_string()));
-            bad += out.rejected.map_or(0, |r| r.num_rows());
-        }
-        (texts, bad)
+        let (texts, rejected) = drain(reader.as_mut());
+        (texts, rejected.len())
     }
 
     #[test]
@@ -304,27 +312,7 @@ mod tests {
                 next_doc: 0,
                 done: false,
             };
-            let (mut texts, mut rejected) = (Vec::new(), Vec::new());
-            while let Some(out) = reader.next_batch().unwrap() {
-                let col = out
-                    .kept
-                    .column(1)
-                    .as_any()
-                    .downcast_ref::<StringArray>()
-                    .unwrap();
-                texts.extend(col.iter().map(|t| t.unwrap().to_string()));
-                if let Some(r) = out.rejected {
-                    let col = r
-                        .rows
-                        .column(1)
-                        .as_any()
-                        .downcast_ref::<StringArray>()
-                        .unwrap();
-                    for i in 0..r.num_rows() {
-                        rejected.push((r.reasons.value(i).to_string(), col.value(i).len()));
-                    }
-                }
-            }
+            let (texts, rejected) = drain(&mut reader);
             assert_eq!(texts, kept);
             assert_eq!(
                 rejected,

@@ -534,91 +534,42 @@ fn absurd_numbers_are_refused_or_run() {
     // Each stage type in a small pipeline: (stage config, the stages before and after it).
     let src = serde_json::json!({"id": "in", "type": "read_jsonl", "path": "in/docs.jsonl"});
     let out = serde_json::json!({"id": "out", "type": "write_parquet", "path": "out", "rejects": "rejects"});
-    let cases: Vec<(
-        serde_json::Value,
-        Vec<serde_json::Value>,
-        Vec<serde_json::Value>,
-    )> = vec![
-        (src.clone(), vec![], vec![out.clone()]),
-        (
-            serde_json::json!({"type": "langid"}),
-            vec![src.clone()],
-            vec![out.clone()],
-        ),
-        (
-            serde_json::json!({"type": "gopher_repetition"}),
-            vec![src.clone()],
-            vec![out.clone()],
-        ),
-        (
-            serde_json::json!({"type": "gopher_quality"}),
-            vec![src.clone()],
-            vec![out.clone()],
-        ),
-        (
-            serde_json::json!({"type": "c4_quality"}),
-            vec![src.clone()],
-            vec![out.clone()],
-        ),
-        (
-            serde_json::json!({"type": "fineweb_quality"}),
-            vec![src.clone()],
-            vec![out.clone()],
-        ),
-        (
-            serde_json::json!({"type": "quality_classifier", "model": quality, "label": "hq"}),
-            vec![src.clone()],
-            vec![out.clone()],
-        ),
-        (
-            serde_json::json!({"type": "classifier_train", "label_column": "url", "model": "m.bin",
-                            "fasttext": {"dim": 4, "bucket": 1000, "epoch": 1}}),
-            vec![src.clone()],
-            vec![],
-        ),
-        (
-            serde_json::json!({"type": "exact_dedup"}),
-            vec![src.clone()],
-            vec![out.clone()],
-        ),
-        (
-            serde_json::json!({"type": "minhash_dedup"}),
-            vec![src.clone()],
-            vec![out.clone()],
-        ),
-        (
-            serde_json::json!({"type": "tokenizer_train", "path": "tok.json", "vocab_size": 400}),
-            vec![src.clone()],
-            vec![],
-        ),
+    let between = |stage: serde_json::Value| (stage, vec![src.clone()], vec![out.clone()]);
+    let after = |stage: serde_json::Value| (stage, vec![src.clone()], vec![]);
+    let mut cases = vec![(src.clone(), vec![], vec![out.clone()])];
+    for ty in [
+        "langid",
+        "gopher_repetition",
+        "gopher_quality",
+        "c4_quality",
+        "fineweb_quality",
+        "exact_dedup",
+        "minhash_dedup",
+    ] {
+        cases.push(between(serde_json::json!({"type": ty})));
+    }
+    cases.extend([
+        between(serde_json::json!({"type": "quality_classifier", "model": quality, "label": "hq"})),
+        after(serde_json::json!({"type": "classifier_train", "label_column": "url", "model": "m.bin",
+                                 "fasttext": {"dim": 4, "bucket": 1000, "epoch": 1}})),
+        after(serde_json::json!({"type": "tokenizer_train", "path": "tok.json", "vocab_size": 400})),
         (
             serde_json::json!({"type": "mix", "path": "mix", "seq_len": 64, "total_tokens": 20000,
-                            "sources": {"web": {"dataset": "tokens/in"}}}),
-            vec![
-                src.clone(),
-                serde_json::json!({"id": "tok", "type": "tokenize", "tokenizer": tok, "path": "tokens"}),
-            ],
+                               "sources": {"web": {"dataset": "tokens/in"}}}),
+            vec![src.clone(), serde_json::json!({"id": "tok", "type": "tokenize", "tokenizer": tok, "path": "tokens"})],
             vec![],
         ),
-        (
-            serde_json::json!({"type": "self_instruct", "llm": llm.clone(), "num_instructions": 2}),
-            vec![src.clone()],
-            vec![],
-        ),
-        (
-            serde_json::json!({"type": "evol_instruct", "llm": llm.clone(), "rounds": 1, "max_instructions": 2}),
-            vec![src.clone()],
-            vec![],
-        ),
+        after(serde_json::json!({"type": "self_instruct", "llm": llm.clone(), "num_instructions": 2})),
+        after(serde_json::json!({"type": "evol_instruct", "llm": llm.clone(), "rounds": 1, "max_instructions": 2})),
         (
             serde_json::json!({"type": "train", "output": "run", "tokenizer": tok, "seq_len": 255, "steps": 2,
-                            "micro_batch_size": 2, "data": {"path": mix},
-                            "model": {"vocab_size": 2048, "hidden_size": 16, "intermediate_size": 32, "num_layers": 1, "num_heads": 2}}),
+                               "micro_batch_size": 2, "data": {"path": mix},
+                               "model": {"vocab_size": 2048, "hidden_size": 16, "intermediate_size": 32, "num_layers": 1, "num_heads": 2}}),
             vec![],
             vec![],
         ),
         (out.clone(), vec![src.clone()], vec![]),
-    ];
+    ]);
     let values = ["0", "-1", "4294967296", "1e30", ".inf", ".nan"];
     let mut jobs = Vec::new();
     for (stage, before, after) in cases {

@@ -50,10 +50,18 @@ impl Drop for Served {
 }
 
 fn serve(s: &Scratch, model: &str, extra: &[&str]) -> Served {
+    serve_env(s, model, extra, &[])
+}
+
+/// [`serve`] with environment variables (test hooks).
+fn serve_env(s: &Scratch, model: &str, extra: &[&str], env: &[(&str, &str)]) -> Served {
     let mut args = vec!["serve", model, "--port", "0"];
     args.extend_from_slice(extra);
-    let mut child = s
-        .command(&args)
+    let mut cmd = s.command(&args);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
@@ -848,22 +856,7 @@ fn i10_vocabulary_mismatch_is_refused_and_engine_panics_are_500s() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
 
     let model = tiny_model(&s);
-    let mut child = s
-        .command(&["serve", &model, "--port", "0"])
-        .env("GRIST_PANIC_AT", "decode_step:1")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let url = loop {
-        let line = lines.next().expect("grist serve exited").unwrap();
-        if let Some(rest) = line.strip_prefix("grist serve: listening on ") {
-            break rest.split_whitespace().next().unwrap().to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    let srv = Served { child, url };
+    let srv = serve_env(&s, &model, &[], &[("GRIST_PANIC_AT", "decode_step:1")]);
     let body = json!({"prompt": "The history of", "max_tokens": 3, "temperature": 0});
     let (st, v) = post(&format!("{}/v1/completions", srv.url), &body);
     assert_eq!(st, 500, "{v}");
