@@ -16,5 +16,6 @@ pub mod synth;
 pub mod text;
 pub mod tokens;
 pub mod train;
+pub mod util;
 
 pub use error::{GristError, Result};

@@ -129,33 +129,60 @@ enum Frame {
     Map(Span, Vec<(Node, Node)>, Option<Node>, usize),
 }
 
+/// Text a document may expand to (its scalars, aliases copying theirs): a megabyte string
+/// aliased a hundred thousand times is a "byte bomb" within the node limit.
+pub const MAX_TEXT_BYTES: usize = 64 << 20;
+
+/// What a node holds: nodes, bytes of text, levels of nesting (itself included).
+#[derive(Debug, Clone, Copy, Default)]
+struct Size {
+    nodes: usize,
+    bytes: usize,
+    depth: usize,
+}
+
 #[derive(Default)]
 struct Builder {
     stack: Vec<Frame>,
     root: Option<Node>,
-    /// Each anchored node, with the number of nodes it holds.
-    anchors: HashMap<usize, (Node, usize)>,
+    /// Each anchored node, with what it holds.
+    anchors: HashMap<usize, (Node, Size)>,
     error: Option<SyntaxError>,
     /// Nodes in the document so far, each alias counting the nodes it copies.
     nodes: usize,
+    /// Bytes of scalar text so far, aliases counting what they copy.
+    bytes: usize,
 }
 
-/// Nodes in `node`, itself included.
-fn count_nodes(node: &Node) -> usize {
-    1 + match &node.value {
-        Value::Seq(items) => items.iter().map(count_nodes).sum(),
-        Value::Map(entries) => entries
-            .iter()
-            .map(|(k, v)| count_nodes(k) + count_nodes(v))
-            .sum(),
-        _ => 0,
+/// What `node` holds. Recursive, but nesting is bounded by [`MAX_DEPTH`] before it gets here.
+fn size_of(node: &Node) -> Size {
+    let children: Vec<&Node> = match &node.value {
+        Value::Seq(items) => items.iter().collect(),
+        Value::Map(entries) => entries.iter().flat_map(|(k, v)| [k, v]).collect(),
+        _ => Vec::new(),
+    };
+    let mut size = Size {
+        nodes: 1,
+        bytes: match &node.value {
+            Value::Str { value, .. } => value.len(),
+            _ => 0,
+        },
+        depth: 0,
+    };
+    for c in children {
+        let s = size_of(c);
+        size.nodes += s.nodes;
+        size.bytes += s.bytes;
+        size.depth = size.depth.max(s.depth);
     }
+    size.depth += 1;
+    size
 }
 
 impl Builder {
     fn push_node(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
-            let size = count_nodes(&node);
+            let size = size_of(&node);
             self.anchors.insert(anchor, (node.clone(), size));
         }
         match self.stack.last_mut() {
@@ -176,17 +203,38 @@ impl MarkedEventReceiver for Builder {
             return;
         }
         let adds = match &ev {
-            Event::Scalar(..) | Event::SequenceStart(..) | Event::MappingStart(..) => 1,
-            Event::Alias(id) => self.anchors.get(id).map_or(1, |a| a.1),
-            _ => 0,
+            Event::Scalar(text, ..) => Size {
+                nodes: 1,
+                bytes: text.len(),
+                depth: 1,
+            },
+            Event::SequenceStart(..) | Event::MappingStart(..) => Size {
+                nodes: 1,
+                bytes: 0,
+                depth: 1,
+            },
+            Event::Alias(id) => self.anchors.get(id).map_or(Size::default(), |a| a.1),
+            _ => Size::default(),
         };
-        self.nodes = self.nodes.saturating_add(adds);
-        if matches!(ev, Event::SequenceStart(..) | Event::MappingStart(..))
-            && self.stack.len() >= MAX_DEPTH
-        {
+        self.nodes = self.nodes.saturating_add(adds.nodes);
+        self.bytes = self.bytes.saturating_add(adds.bytes);
+        // An alias nests what it copies where it stands.
+        if self.stack.len() + adds.depth > MAX_DEPTH {
             self.error = Some(SyntaxError {
                 span,
                 message: format!("the document nests more than {MAX_DEPTH} levels deep"),
+            });
+            self.nodes = usize::MAX;
+            return;
+        }
+        if self.bytes > MAX_TEXT_BYTES {
+            self.error = Some(SyntaxError {
+                span,
+                message: format!(
+                    "the document's text expands to more than {} MiB (aliases copy what they \
+                     name); a pipeline file needs far less",
+                    MAX_TEXT_BYTES >> 20
+                ),
             });
             self.nodes = usize::MAX;
             return;
@@ -363,6 +411,25 @@ mod tests {
             err.message
         );
         assert_eq!(err.span.line, 6);
+        // A byte bomb: a 1 MB string aliased 100 times.
+        let bytes = format!(
+            "a: &a \"{}\"\nb: [{}]\n",
+            "x".repeat(1 << 20),
+            vec!["*a"; 100].join(", ")
+        );
+        let err = parse(&bytes).unwrap_err();
+        assert!(err.message.contains("more than 64 MiB"), "{}", err.message);
+        // Depth through aliases: each anchor nests the one before it ten levels deeper.
+        let mut chain = String::from("a0: &a0 [[[[[[[[[[1]]]]]]]]]]\n");
+        for i in 1..10 {
+            chain.push_str(&format!("a{i}: &a{i} [[[[[[[[[[*a{}]]]]]]]]]]\n", i - 1));
+        }
+        let err = parse(&chain).unwrap_err();
+        assert!(
+            err.message.contains("more than 64 levels"),
+            "{}",
+            err.message
+        );
         // Deep nesting: yaml-rust2 stops it itself past a few hundred levels; below that, we do.
         for depth in [70, 100_000] {
             let deep = format!("a: {}{}", "[".repeat(depth), "]".repeat(depth));

@@ -44,9 +44,11 @@ pub struct RunSummary {
 pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
     let started = Instant::now();
     let phases = select_phases(plan, &opts.selection)?;
-    // A whole run owns the workdir; processes running one phase (a scheduler's array tasks)
-    // share it with each other, not with a whole run.
-    let _lock = super::lock::WorkdirLock::acquire(p.workdir(), opts.selection.phase.is_none())?;
+    // A whole run owns the workdir; processes running one phase or some of its tasks (a
+    // scheduler's array tasks, which may omit --phase when there is one) share it with each
+    // other, not with a whole run.
+    let whole = opts.selection.phase.is_none() && opts.selection.shard.is_none();
+    let _lock = super::lock::WorkdirLock::acquire(p.workdir(), whole)?;
     if opts.selection.phase.is_some() {
         check_prerequisites(p, plan, phases[0])?;
     }

@@ -11,7 +11,17 @@ use std::path::Path;
 use crate::error::{GristError, IoContext, Result};
 
 pub struct WorkdirLock {
-    _file: Option<File>,
+    file: Option<File>,
+    exclusive: bool,
+}
+
+impl Drop for WorkdirLock {
+    /// A whole run that ends clears its name, so phase runs after it are not taken for it.
+    fn drop(&mut self) {
+        if let (Some(f), true) = (&self.file, self.exclusive) {
+            let _ = f.set_len(0);
+        }
+    }
 }
 
 impl WorkdirLock {
@@ -46,7 +56,10 @@ impl WorkdirLock {
                     "{}: cannot lock ({e}); nothing keeps two runs of this workdir apart",
                     path.display()
                 );
-                return Ok(WorkdirLock { _file: None });
+                return Ok(WorkdirLock {
+                    file: None,
+                    exclusive,
+                });
             }
         }
         if exclusive {
@@ -64,18 +77,33 @@ impl WorkdirLock {
             file.rewind().at(&path)?;
             file.write_all(who.as_bytes()).at(&path)?;
         }
-        Ok(WorkdirLock { _file: Some(file) })
+        Ok(WorkdirLock {
+            file: Some(file),
+            exclusive,
+        })
     }
 }
 
-/// Who holds the lock, as the last whole run wrote it; phase runs write nothing.
+/// Who holds the lock: the whole run that wrote its name there, if that process is alive;
+/// otherwise processes running one phase each (they write nothing).
 fn holder(file: &mut File, path: &Path) -> String {
     let mut text = String::new();
     let _ = file.rewind();
     let _ = file.take(1024).read_to_string(&mut text);
-    match text.trim() {
-        "" => format!("a process running one phase; lock file {}", path.display()),
-        who => who.to_string(),
+    let who = text.trim();
+    let pid = who
+        .strip_prefix("pid ")
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|p| p.parse::<u32>().ok());
+    let here = who.contains(&format!(" on {}, ", hostname()));
+    let gone = pid.is_some_and(|p| here && !Path::new(&format!("/proc/{p}")).exists());
+    if who.is_empty() || gone {
+        format!(
+            "processes running one phase each; lock file {}",
+            path.display()
+        )
+    } else {
+        who.to_string()
     }
 }
 

@@ -886,7 +886,13 @@ fn path_fingerprint(path: &Path) -> serde_json::Value {
     }
     let mut files = Vec::new();
     let mut stack = vec![path.to_path_buf()];
+    // Each directory once, by its real path: a link back up the tree would never end.
+    let mut seen = std::collections::HashSet::new();
     while let Some(dir) = stack.pop() {
+        let first_visit = std::fs::canonicalize(&dir).is_ok_and(|real| seen.insert(real));
+        if !first_visit {
+            continue;
+        }
         let Ok(entries) = std::fs::read_dir(&dir) else {
             continue;
         };

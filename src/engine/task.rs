@@ -467,15 +467,20 @@ fn with_reject_columns(stage: &str, rejected: &Rejected) -> Result<RecordBatch> 
 /// Files earlier runs of this pipeline wrote that no task of `plan` writes now: outputs and
 /// rejects of shards that were removed (or renumbered away), and barrier input stored for them.
 /// Left in place they would be read as part of the output. Only names a task of this pipeline
-/// could have written are considered: `<stage id>-<index>.<ext>` in a writer's directories and
-/// `<stage id>-<index>.parquet` under the barriers' stored input.
+/// could have written are considered: `<root id>-<index>.<ext>` in a writer's directories and
+/// `<root id>-<index>.parquet` under the barriers' stored input, where a root is a stage that
+/// starts stream tasks (a source, or a barrier passing rows on). Paths are compared in absolute,
+/// normalised form, so `out` and `./out` are one directory.
 pub fn stale_outputs(p: &Pipeline, plan: &Plan) -> Vec<PathBuf> {
+    use crate::io::shards::absolute;
     let mut expected: std::collections::HashSet<PathBuf> = std::collections::HashSet::new();
+    let mut roots: std::collections::HashSet<&str> = std::collections::HashSet::new();
     for t in plan.phases.iter().flat_map(|ph| &ph.tasks) {
-        expected.extend(t.outputs.iter().cloned());
-        if matches!(t.kind, TaskKind::Stream { .. }) {
+        expected.extend(t.outputs.iter().map(|o| absolute(o)));
+        if let TaskKind::Stream { root, .. } = t.kind {
+            roots.insert(p.nodes[root].id.as_str());
             for (dir, sink) in rejects_dirs(p, t).iter().flatten() {
-                expected.insert(rejects_file(p, t, dir, *sink));
+                expected.insert(absolute(&rejects_file(p, t, dir, *sink)));
             }
         }
     }
@@ -509,9 +514,7 @@ pub fn stale_outputs(p: &Pipeline, plan: &Plan) -> Vec<PathBuf> {
         else {
             return false;
         };
-        index.len() >= 5
-            && index.bytes().all(|b| b.is_ascii_digit())
-            && p.nodes.iter().any(|n| n.id == id)
+        index.len() >= 5 && index.bytes().all(|b| b.is_ascii_digit()) && roots.contains(id)
     };
     let mut stale = Vec::new();
     for (dir, ext) in dirs {
@@ -521,7 +524,7 @@ pub fn stale_outputs(p: &Pipeline, plan: &Plan) -> Vec<PathBuf> {
         for e in entries.flatten() {
             let path = e.path();
             let name = e.file_name().to_string_lossy().into_owned();
-            if path.is_file() && task_name(&name, &ext) && !expected.contains(&path) {
+            if path.is_file() && task_name(&name, &ext) && !expected.contains(&absolute(&path)) {
                 stale.push(path);
             }
         }

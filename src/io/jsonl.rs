@@ -192,13 +192,20 @@ pub fn open(
 struct LineRejects(Vec<(u64, String, String, &'static str)>);
 
 impl LineRejects {
-    fn push(&mut self, line: u64, raw: &[u8], reason: &'static str, error: String) {
-        self.0.push((
-            line,
-            String::from_utf8_lossy(raw).into_owned(),
-            error,
-            reason,
-        ));
+    /// Records a rejected line; returns the bytes its raw text takes (at most `max`: invalid
+    /// UTF-8 grows when replaced, and a batch's strings must stay within 2 GiB).
+    fn push(
+        &mut self,
+        line: u64,
+        raw: &[u8],
+        reason: &'static str,
+        error: String,
+        max: usize,
+    ) -> usize {
+        let text = super::lossy_text(raw, max);
+        let len = text.len();
+        self.0.push((line, text, error, reason));
+        len
     }
 
     fn into_rejected(mut self) -> Result<Option<Rejected>> {
@@ -257,13 +264,16 @@ impl JsonlShardReader {
                     batches.push(batch);
                     good.push((index, line));
                 }
-                Ok(_) => rejects.push(index, &line, "invalid_json", "not one JSON object".into()),
+                Ok(_) => {
+                    let error = "not one JSON object".to_string();
+                    rejects.push(index, &line, "invalid_json", error, self.max_line);
+                }
                 Err(e) => {
                     let reason = match serde_json::from_slice::<serde_json::Value>(&line) {
                         Ok(serde_json::Value::Object(_)) => "schema_mismatch",
                         _ => "invalid_json",
                     };
-                    rejects.push(index, &line, reason, e.to_string());
+                    rejects.push(index, &line, reason, e.to_string(), self.max_line);
                 }
             }
         }
@@ -303,7 +313,13 @@ impl SourceReader for JsonlShardReader {
             self.line_index += 1;
             if cut {
                 let error = format!("the line is longer than {} bytes", self.max_line);
-                rejects.push(index, &self.buf, super::DOCUMENT_TOO_LARGE, error);
+                bytes += rejects.push(
+                    index,
+                    &self.buf,
+                    super::DOCUMENT_TOO_LARGE,
+                    error,
+                    self.max_line,
+                );
                 continue;
             }
             if is_blank(&self.buf) {
@@ -312,7 +328,12 @@ impl SourceReader for JsonlShardReader {
             bytes += self.buf.len();
             match std::str::from_utf8(&self.buf) {
                 Ok(_) => lines.push((index, std::mem::take(&mut self.buf))),
-                Err(e) => rejects.push(index, &self.buf, "invalid_utf8", e.to_string()),
+                Err(e) => {
+                    let raw = std::mem::take(&mut self.buf);
+                    bytes -= raw.len();
+                    bytes +=
+                        rejects.push(index, &raw, "invalid_utf8", e.to_string(), self.max_line);
+                }
             }
         }
         let decoded = if lines.is_empty() {
@@ -334,7 +355,8 @@ impl SourceReader for JsonlShardReader {
                     if has_text.value(i) {
                         kept_lines.push(index);
                     } else {
-                        rejects.push(index, &line, "null_text", "no text".into());
+                        let error = "no text".to_string();
+                        rejects.push(index, &line, "null_text", error, self.max_line);
                     }
                 }
                 let batch = if text.null_count() > 0 {

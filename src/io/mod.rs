@@ -22,6 +22,20 @@ pub const OVERSIZED_EXCERPT_BYTES: usize = 1024;
 /// Why such a document is rejected.
 pub const DOCUMENT_TOO_LARGE: &str = "document_too_large";
 
+/// `bytes` as text (invalid UTF-8 replaced, which may triple its length), cut to at most `max`
+/// bytes at a character boundary: what a rejects row keeps of a document that is not text.
+pub fn lossy_text(bytes: &[u8], max: usize) -> String {
+    let mut text = String::from_utf8_lossy(bytes).into_owned();
+    if text.len() > max {
+        let mut cut = max;
+        while !text.is_char_boundary(cut) {
+            cut -= 1;
+        }
+        text.truncate(cut);
+    }
+    text
+}
+
 /// Reads up to and including the next `\n` into `buf`, at most `max` bytes of it: a longer line
 /// is read to its end but only its first bytes kept. Returns the line's full length (0 at the
 /// end) and whether it was cut.

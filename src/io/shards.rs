@@ -71,7 +71,7 @@ pub fn would_list(pattern: &str, extensions: &[&str], candidate: &Path) -> bool 
 }
 
 /// `path` from the root, with `.` and `..` resolved lexically.
-fn absolute(path: &Path) -> PathBuf {
+pub fn absolute(path: &Path) -> PathBuf {
     let joined = match path.is_absolute() {
         true => path.to_path_buf(),
         false => std::env::current_dir().unwrap_or_default().join(path),

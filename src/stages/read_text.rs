@@ -188,20 +188,21 @@ impl SourceReader for TextReader {
                     bad_texts.push(String::from_utf8_lossy(&excerpt).into_owned());
                     bad_reasons.push(crate::io::DOCUMENT_TOO_LARGE);
                 }
-                Doc::Whole(doc) => {
-                    bytes += doc.len();
-                    match String::from_utf8(doc) {
-                        Ok(text) => {
-                            ids.push(id);
-                            texts.push(text);
-                        }
-                        Err(e) => {
-                            bad_ids.push(id);
-                            bad_texts.push(String::from_utf8_lossy(e.as_bytes()).into_owned());
-                            bad_reasons.push("invalid_utf8");
-                        }
+                Doc::Whole(doc) => match String::from_utf8(doc) {
+                    Ok(text) => {
+                        bytes += text.len();
+                        ids.push(id);
+                        texts.push(text);
                     }
-                }
+                    Err(e) => {
+                        // Replacing invalid bytes may triple the text: cut to the limit.
+                        let text = crate::io::lossy_text(e.as_bytes(), self.max_doc);
+                        bytes += text.len();
+                        bad_ids.push(id);
+                        bad_texts.push(text);
+                        bad_reasons.push("invalid_utf8");
+                    }
+                },
             }
         }
         if ids.is_empty() && bad_ids.is_empty() {

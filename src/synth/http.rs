@@ -51,7 +51,8 @@ pub const REQUEST_DEADLINE: Duration = Duration::from_secs(30);
 /// An answer the client does not read within this long is dropped with its connection.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Whether the client of a request has closed its connection.
+/// Whether the client of a request has closed its connection. A client that only shuts down
+/// its sending side (a half-close, as `nc -N` does) looks the same and is taken as gone.
 #[derive(Clone)]
 pub struct ClientProbe(Option<Arc<TcpStream>>);
 
@@ -81,8 +82,8 @@ impl ClientProbe {
 
 /// A connection's state, seen by the accepting thread.
 struct Slot {
-    /// To close it from outside (eviction).
-    stream: TcpStream,
+    /// To close it from outside (eviction): the connection's one socket, shared.
+    stream: Arc<TcpStream>,
     /// A request is being handled: not evictable.
     busy: Arc<AtomicBool>,
     /// When it started waiting for its current request (ms since the server started).
@@ -147,7 +148,22 @@ pub fn run(listener: TcpListener, handler: Arc<Handler>) {
 }
 
 /// [`run`] with other limits.
-pub fn run_with(listener: TcpListener, handler: Arc<Handler>, limits: Limits) {
+pub fn run_with(listener: TcpListener, handler: Arc<Handler>, mut limits: Limits) {
+    // Each connection holds one file descriptor: past the process's limit, accepting fails
+    // and nobody could be evicted to make room. Keep some for the model, logs and the rest.
+    if let Some(fds) = open_files_limit() {
+        let room = usize::try_from(fds)
+            .unwrap_or(usize::MAX)
+            .saturating_sub(64)
+            .max(1);
+        if limits.max_connections > room {
+            tracing::warn!(
+                "serving at most {room} connections, not {}: the open-file limit is {fds} (raise it with `ulimit -n`)",
+                limits.max_connections
+            );
+            limits.max_connections = room;
+        }
+    }
     let server = Arc::new(Server {
         handler,
         limits,
@@ -157,15 +173,21 @@ pub fn run_with(listener: TcpListener, handler: Arc<Handler>, limits: Limits) {
     });
     let mut next_id = 0u64;
     for conn in listener.incoming() {
-        let Ok(mut conn) = conn else { continue };
+        let conn = match conn {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                // Out of file descriptors (or another transient failure): wait for some to be
+                // freed rather than spin on the listener.
+                tracing::warn!("accepting a connection: {e}");
+                std::thread::sleep(Duration::from_millis(50));
+                continue;
+            }
+        };
         if !server.admit() {
             let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
-            let _ = write_response(&mut conn, &error(503, "too many requests in flight"), true);
+            let _ = write_response(&conn, &error(503, "too many requests in flight"), true);
             continue;
         }
-        let Ok(handle) = conn.try_clone() else {
-            continue;
-        };
         let busy = Arc::new(AtomicBool::new(false));
         let waiting_since = Arc::new(AtomicU64::new(server.now_ms()));
         let id = next_id;
@@ -177,7 +199,7 @@ pub fn run_with(listener: TcpListener, handler: Arc<Handler>, limits: Limits) {
             .insert(
                 id,
                 Slot {
-                    stream: handle,
+                    stream: conn.clone(),
                     busy: busy.clone(),
                     waiting_since: waiting_since.clone(),
                 },
@@ -199,6 +221,13 @@ pub fn run_with(listener: TcpListener, handler: Arc<Handler>, limits: Limits) {
     }
 }
 
+/// The soft limit of open files of this process (Linux), if it can be read.
+fn open_files_limit() -> Option<u64> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 /// An OpenAI-style error body.
 pub fn error(status: u16, message: &str) -> HttpResponse {
     let kind = if status < 500 {
@@ -215,7 +244,7 @@ pub fn error(status: u16, message: &str) -> HttpResponse {
 
 /// Reads from a socket until a deadline, however the bytes are spread out.
 struct DeadlineReader {
-    stream: TcpStream,
+    stream: Arc<TcpStream>,
     deadline: Instant,
 }
 
@@ -226,7 +255,7 @@ impl Read for DeadlineReader {
             return Err(std::io::ErrorKind::TimedOut.into());
         }
         self.stream.set_read_timeout(Some(left))?;
-        self.stream.read(buf)
+        (&*self.stream).read(buf)
     }
 }
 
@@ -253,16 +282,15 @@ impl Drop for BodyReservation<'_> {
     }
 }
 
-fn serve_connection(conn: TcpStream, server: &Server, busy: &AtomicBool, waiting: &AtomicU64) {
+/// One socket per connection (reader, writer, probe and the slot's handle share it): a
+/// connection costs one file descriptor.
+fn serve_connection(conn: Arc<TcpStream>, server: &Server, busy: &AtomicBool, waiting: &AtomicU64) {
     let _ = conn.set_nodelay(true);
     let _ = conn.set_write_timeout(Some(WRITE_TIMEOUT));
-    let (Ok(mut writer), Ok(probe)) = (conn.try_clone(), conn.try_clone()) else {
-        return;
-    };
-    let probe = ClientProbe(Some(Arc::new(probe)));
+    let probe = ClientProbe(Some(conn.clone()));
     let limits = server.limits;
     let mut reader = BufReader::new(DeadlineReader {
-        stream: conn,
+        stream: conn.clone(),
         deadline: Instant::now() + limits.idle,
     });
     loop {
@@ -274,14 +302,15 @@ fn serve_connection(conn: TcpStream, server: &Server, busy: &AtomicBool, waiting
             MAX_BODIES_TOTAL,
             limits.request_deadline,
         );
-        let (head, body, _reservation) = match parsed {
+        let (head, body, reservation) = match parsed {
             Ok(Some(r)) => r,
             Ok(None) => return,
             Err(resp) => {
-                let _ = write_response(&mut writer, &resp, true);
+                let _ = write_response(&conn, &resp, true);
                 return;
             }
         };
+        // Not evictable from here until its answer is written.
         busy.store(true, Ordering::SeqCst);
         let req = HttpRequest {
             method: head.method,
@@ -297,8 +326,11 @@ fn serve_connection(conn: TcpStream, server: &Server, busy: &AtomicBool, waiting
                     error(500, &format!("internal error: {why}"))
                 });
         drop(req);
+        drop(reservation);
+        let written = write_response(&conn, &resp, head.close);
+        waiting.store(server.now_ms(), Ordering::SeqCst);
         busy.store(false, Ordering::SeqCst);
-        if write_response(&mut writer, &resp, head.close).is_err() || head.close {
+        if written.is_err() || head.close {
             return;
         }
     }
@@ -448,7 +480,7 @@ impl SetDeadline for &[u8] {
     fn set_deadline(&mut self, _: Instant) {}
 }
 
-fn write_response(w: &mut TcpStream, resp: &HttpResponse, close: bool) -> std::io::Result<()> {
+fn write_response(mut w: &TcpStream, resp: &HttpResponse, close: bool) -> std::io::Result<()> {
     let reason = match resp.status {
         200 => "OK",
         400 => "Bad Request",

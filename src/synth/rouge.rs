@@ -131,7 +131,7 @@ pub struct Pool {
 }
 
 /// Candidates longer than this many tokens are compared item by item (see [`Pool::scores`]).
-const LONG_CANDIDATE: usize = 4096;
+pub const LONG_CANDIDATE: usize = 4096;
 
 impl Pool {
     pub fn new() -> Pool {
@@ -165,14 +165,22 @@ impl Pool {
     pub fn scores(&self, candidate: &[u32]) -> Vec<f64> {
         if candidate.len() > LONG_CANDIDATE {
             // A pattern holds (distinct tokens × length / 64) words: for an answer of a million
-            // tokens that is hundreds of GB. The LCS is symmetric, so take each (short) item as
-            // the pattern instead; the score's arguments keep their order, so it is the same.
+            // tokens that is hundreds of GB. The LCS is symmetric: take each item as the
+            // pattern when it is short, else the DP table over the shorter side (memory of one
+            // row; slow, and callers keep one side short). The score's arguments keep their
+            // order, so it is the same.
             return self
                 .items
                 .par_iter()
                 .with_min_len(16)
                 .map(|item| {
-                    let lcs = Pattern::new(item).lcs(candidate);
+                    let lcs = if item.len() <= LONG_CANDIDATE {
+                        Pattern::new(item).lcs(candidate)
+                    } else if item.len() <= candidate.len() {
+                        lcs_table(candidate, item)
+                    } else {
+                        lcs_table(item, candidate)
+                    };
                     f_measure(lcs, candidate.len(), item.len())
                 })
                 .collect();

@@ -251,13 +251,25 @@ pub fn report(
     }
     let mut seen = std::collections::HashSet::new();
     let mut scores = Vec::new();
+    let mut too_long = 0u64;
     for r in &kept {
         if seen.insert(r.instruction.as_str()) {
             let ids = pool.tokens(&r.instruction);
+            // An instruction (or a seed) of thousands of tokens would make the report's pool
+            // check slow: the report leaves such instructions out and counts them.
+            if ids.len() > super::rouge::LONG_CANDIDATE {
+                too_long += 1;
+                continue;
+            }
             scores.push(pool.compare(&ids, 0).max);
         }
     }
     stats.metrics.extend(histogram("rouge_vs_seeds", &scores));
+    if too_long > 0 {
+        stats
+            .metrics
+            .insert("rouge_vs_seeds_skipped_long".into(), too_long as f64);
+    }
     let words = |s: Option<&str>| s.map_or(0, |s| s.split_whitespace().count()) as f64;
     let mut inst: Vec<f64> = kept.iter().map(|r| words(Some(&r.instruction))).collect();
     let mut input: Vec<f64> = kept.iter().map(|r| words(r.input.as_deref())).collect();

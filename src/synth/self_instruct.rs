@@ -64,6 +64,9 @@ pub fn capitalize(s: &str) -> String {
     }
 }
 
+/// ROUGE-L tokens an instruction may have (four per word at 150 words).
+const MAX_ROUGE_TOKENS: usize = 600;
+
 /// A candidate instruction cut from the model's continuation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Candidate {
@@ -100,7 +103,9 @@ pub fn parse_instructions(
         let first = inst.chars().next().expect("non-empty");
         let reason = if words <= 3 {
             Some("too_short")
-        } else if words > 150 {
+        } else if words > 150 || super::rouge::tokenize(&inst).len() > MAX_ROUGE_TOKENS {
+            // 150 words, as the code has it; also 600 ROUGE tokens, which a "word" such as
+            // `t0,t1,...,t999999` passes (and which the pool check would hold in memory).
             Some("too_long")
         } else if BLACKLIST.is_match(&inst) {
             Some("keyword_blacklist")

@@ -144,14 +144,17 @@ impl SplitMix64 {
     }
 }
 
-/// Document copies one mix may select at most (4 bytes each in memory, 16 in the index).
-pub const MAX_SELECTED: u64 = 1 << 30;
+/// Document copies one mix may select at most (they are numbered with 32 bits).
+pub const MAX_SELECTED: u64 = u32::MAX as u64;
+/// Bytes the mix holds per selected document copy (the selection, the shuffled items, their
+/// lengths).
+const BYTES_PER_SELECTED: u64 = 32;
 
 /// The documents (indices into `lengths`, repeated) that draw `target` tokens from a pool whose
 /// documents have `lengths` and upsampling `copies`: every copy of every document once per whole
 /// epoch, then a seeded sample of the copies for the part-epoch, stopping nearest the target.
-/// More than [`MAX_SELECTED`] copies (absurd epochs or upsampling) is an error, before any
-/// memory is taken for them.
+/// More than [`MAX_SELECTED`] copies, or more than the machine's available memory holds (absurd
+/// epochs or upsampling), is an error before any memory is taken for them.
 pub fn select(
     lengths: &[u64],
     copies: &[u32],
@@ -169,11 +172,18 @@ pub fn select(
     }
     let full = (target / epoch as f64).floor() as u64;
     let per_epoch: u64 = copies.iter().map(|&c| c as u64).sum();
-    let most = full.saturating_add(1).saturating_mul(per_epoch);
-    if most > MAX_SELECTED {
+    // Whole epochs, and at most one epoch's copies for the part-epoch.
+    let part = target > (full as f64) * epoch as f64;
+    let most = full
+        .saturating_mul(per_epoch)
+        .saturating_add(if part { per_epoch } else { 0 });
+    let fits = crate::util::available_memory()
+        .is_none_or(|m| most.saturating_mul(BYTES_PER_SELECTED) <= m);
+    if most > MAX_SELECTED || !fits {
         return Err(format!(
-            "{full} epochs of {per_epoch} document copies is more than {MAX_SELECTED} documents to \
-             select; lower `max_epochs`, `total_tokens` or `long_documents.factor`"
+            "{full} epochs of {per_epoch} document copies is up to {most} documents to select, \
+             more than this machine holds; lower `max_epochs`, `total_tokens` or \
+             `long_documents.factor`"
         ));
     }
     let instances: Vec<u32> = (0..lengths.len() as u32)

@@ -92,7 +92,7 @@ fn config_hash(cfg: &TrainConfig) -> String {
 /// allocation that fails aborts the process).
 fn check_memory(cfg: &TrainConfig, model: &ModelConfig) -> Result<()> {
     let needed = cfg.memory_estimate(model);
-    let Some(available) = available_memory() else {
+    let Some(available) = crate::util::available_memory() else {
         return Ok(());
     };
     if needed > available as u128 {
@@ -108,14 +108,6 @@ fn check_memory(cfg: &TrainConfig, model: &ModelConfig) -> Result<()> {
         )));
     }
     Ok(())
-}
-
-/// `MemAvailable` (Linux), in bytes; `None` where it cannot be read.
-fn available_memory() -> Option<u64> {
-    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
-    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
-    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    kb.checked_mul(1024)
 }
 
 /// Runs (or resumes) the training run `cfg`.
