@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use crate::config::diagnostic::Diagnostics;
+use crate::diagnostic::Diagnostics;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GristError {

@@ -5,6 +5,7 @@
 pub mod classifier;
 pub mod config;
 pub mod dedup;
+pub mod diagnostic;
 pub mod engine;
 pub mod error;
 #[cfg(test)]

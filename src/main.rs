@@ -401,7 +401,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
         } => {
             let Some(t) = registry::get(&name) else {
                 let names: Vec<&str> = registry::all().iter().map(|t| t.name).collect();
-                let hint = grist::config::diagnostic::did_you_mean(&name, names.iter().copied())
+                let hint = grist::diagnostic::did_you_mean(&name, names.iter().copied())
                     .unwrap_or_default();
                 return Err(
                     GristError::Usage(format!("unknown stage type `{name}` {hint}")).into(),
@@ -499,7 +499,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
                     json,
                 },
         } => {
-            let texts = tokens::eval::read_texts(&input, &text_column)?;
+            let texts = grist::io::documents::read_texts(&input, &text_column)?;
             let rows = tokenizers
                 .iter()
                 .map(|t| tokens::eval::evaluate(t, &texts))

@@ -22,15 +22,14 @@ pub fn path_str(path: &Path) -> Result<&str> {
 
 /// A source stage for `path`, by its extension: Parquet, plain text, or JSON Lines.
 pub fn source_stage(path: &str, text_column: &str) -> Value {
-    let lower = path.to_ascii_lowercase();
-    if lower.ends_with(".parquet") {
-        json!({"type": "read_parquet", "path": path, "text_column": text_column})
-    } else if [".txt", ".txt.gz", ".txt.zst"]
-        .iter()
-        .any(|e| lower.ends_with(e))
-    {
-        json!({"type": "read_text", "path": path})
-    } else {
-        json!({"type": "read_jsonl", "path": path, "text_column": text_column})
+    use crate::io::documents::Format;
+    match Format::of(path) {
+        Format::Parquet => {
+            json!({"type": "read_parquet", "path": path, "text_column": text_column})
+        }
+        Format::PlainText => json!({"type": "read_text", "path": path}),
+        Format::JsonLines => {
+            json!({"type": "read_jsonl", "path": path, "text_column": text_column})
+        }
     }
 }

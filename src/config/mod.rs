@@ -1,7 +1,6 @@
 //! The pipeline file: YAML with positions, typed stage configs, diagnostics, JSON Schema.
 
 pub mod de;
-pub mod diagnostic;
 pub mod generated;
 pub mod schema;
 pub mod spec;

@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::de::from_node;
-use super::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use super::yaml::{self, Node, Span, Value};
+use crate::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
 use crate::error::{GristError, Result};
 use crate::io::DEFAULT_BATCH_SIZE;
 use crate::stages::registry::{self, StageType};

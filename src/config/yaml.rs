@@ -6,20 +6,13 @@ use std::collections::HashMap;
 use yaml_rust2::parser::{Event, MarkedEventReceiver, Parser};
 use yaml_rust2::scanner::{Marker, TScalarStyle};
 
-/// A position in the source: 1-based line and column.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Span {
-    pub line: usize,
-    pub col: usize,
-}
+pub use crate::diagnostic::Span;
 
-impl Span {
-    fn from_marker(m: Marker) -> Self {
-        // yaml-rust2 lines are 1-based, columns 0-based.
-        Span {
-            line: m.line(),
-            col: m.col() + 1,
-        }
+fn span_of(m: Marker) -> Span {
+    // yaml-rust2 lines are 1-based, columns 0-based.
+    Span {
+        line: m.line(),
+        col: m.col() + 1,
     }
 }
 
@@ -105,7 +98,7 @@ pub fn parse(text: &str) -> Result<Node, SyntaxError> {
     let mut builder = Builder::default();
     let mut parser = Parser::new_from_str(text);
     parser.load(&mut builder, false).map_err(|e| SyntaxError {
-        span: Span::from_marker(*e.marker()),
+        span: span_of(*e.marker()),
         message: e.info().to_string(),
     })?;
     if let Some(err) = builder.error {
@@ -198,7 +191,7 @@ impl Builder {
 
 impl MarkedEventReceiver for Builder {
     fn on_event(&mut self, ev: Event, mark: Marker) {
-        let span = Span::from_marker(mark);
+        let span = span_of(mark);
         if self.error.is_some() && self.nodes > MAX_NODES {
             return;
         }

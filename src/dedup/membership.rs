@@ -10,7 +10,7 @@ use arrow::datatypes::{DataType, Field, SchemaRef};
 
 use super::runs::{Merge, Record};
 use crate::error::{GristError, Result};
-use crate::stages::{Filtered, TransformTask, batch_with_added, schema_with_added};
+use crate::io::batch::{Filtered, batch_with_added, schema_with_added};
 
 /// The columns added when duplicates are marked instead of dropped.
 pub const CLUSTER_COLUMN: &str = "dedup_cluster";
@@ -130,14 +130,15 @@ impl DedupOutput {
             ),
         )
     }
-}
 
-impl TransformTask for DedupOutput {
-    fn output_schema(&self) -> SchemaRef {
+    /// The schema of the rows it passes on.
+    pub fn output_schema(&self) -> SchemaRef {
         self.output.clone()
     }
 
-    fn process(&mut self, batch: RecordBatch) -> Result<Filtered> {
+    /// The next batch of the shard, in order: removed rows dropped (with the stage's reason) or
+    /// every row kept with its cluster columns.
+    pub fn process(&mut self, batch: RecordBatch) -> Result<Filtered> {
         let n = batch.num_rows();
         let mut keep = Vec::with_capacity(n);
         let mut clusters = Vec::with_capacity(n);

@@ -10,12 +10,12 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
-use super::hook::checkpoint;
 use super::plan::{Phase, Pipeline, Plan};
 use super::stats::{StageReport, StageStats};
 use super::task::{self, Outcome};
 use crate::error::{GristError, IoContext, Result};
 use crate::io::atomic;
+use crate::util::hook::checkpoint;
 
 /// Which part of the plan this process runs.
 #[derive(Debug, Clone, Default)]

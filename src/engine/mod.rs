@@ -1,7 +1,6 @@
 //! DAG → phases → tasks, the local executor, completion markers and stats.
 
 pub mod executor;
-pub mod hook;
 pub mod lock;
 pub mod plan;
 pub mod slurm;

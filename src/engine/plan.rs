@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use arrow::datatypes::SchemaRef;
 use serde::Serialize;
 
-use crate::config::diagnostic::{Diagnostic, Diagnostics};
 use crate::config::{Loaded, PipelineSpec};
+use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::error::{GristError, Result};
 use crate::stages::{BarrierInput, BuildContext, Shard, Sink, Stage, lexical};
 

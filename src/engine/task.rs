@@ -11,7 +11,6 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
-use super::hook::checkpoint;
 use super::plan::{Pipeline, Plan, Task, TaskKind, barrier_input_path, task_file};
 use super::stats::StageStats;
 use crate::error::{GristError, Result};
@@ -20,6 +19,7 @@ use crate::io::parquet::{ParquetFileWriter, WriteOptions};
 use crate::stages::{
     BarrierTask, Filtered, Rejected, SinkWriter, Stage, TransformTask, text_bytes,
 };
+use crate::util::hook::checkpoint;
 
 /// What a completed task leaves in `workdir/markers/<phase>/<task>.json`.
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -11,10 +11,20 @@ use arrow::compute::filter_record_batch;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use arrow::json::reader::{Decoder, ReaderBuilder, infer_json_schema_from_iterator};
 
+use super::batch::{Filtered, Rejected, Shard, SourceReader};
 use super::compress::{CompressedWriter, Compression, open_read};
 use super::normalize::{ColumnMapping, Normalizer};
 use crate::error::{GristError, IoContext, Result};
-use crate::stages::{Filtered, Rejected, Shard, SourceReader};
+
+/// The file names a directory input lists as JSON Lines.
+pub const EXTENSIONS: &[&str] = &[
+    ".jsonl",
+    ".json",
+    ".jsonl.gz",
+    ".json.gz",
+    ".jsonl.zst",
+    ".json.zst",
+];
 
 #[derive(Debug, Clone)]
 pub struct ReadOptions {

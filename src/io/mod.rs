@@ -1,11 +1,15 @@
 //! Readers and writers of document files, shard listing and atomic commits.
 
 pub mod atomic;
+pub mod batch;
 pub mod compress;
+pub mod documents;
 pub mod jsonl;
 pub mod normalize;
 pub mod parquet;
+pub mod plain;
 pub mod shards;
+pub mod stats;
 
 /// The column every stage reads documents from.
 pub const TEXT_COLUMN: &str = "text";

@@ -9,9 +9,9 @@ use arrow::array::{Array, ArrayRef, BooleanArray, RecordBatch, StringArray};
 use arrow::compute::cast;
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
+use super::batch::Filtered;
 use super::{ID_COLUMN, TEXT_COLUMN};
 use crate::error::{GristError, Result};
-use crate::stages::Filtered;
 
 /// Which input columns hold the document text and id.
 #[derive(Debug, Clone)]

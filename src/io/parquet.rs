@@ -15,9 +15,9 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 
 use super::TEXT_COLUMN;
+use super::batch::{Filtered, Shard, SourceReader};
 use super::normalize::{ColumnMapping, Normalizer};
 use crate::error::{GristError, IoContext, Result};
-use crate::stages::{Filtered, Shard, SourceReader};
 
 /// What to read from each Parquet shard. The default reads every column of grist's own files.
 #[derive(Debug, Clone, Default)]

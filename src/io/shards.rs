@@ -2,8 +2,8 @@
 
 use std::path::{Component, Path, PathBuf};
 
+use super::batch::Shard;
 use crate::error::{GristError, Result};
-use crate::stages::Shard;
 
 /// Lists the files `pattern` names, sorted, each with its name relative to the pattern's fixed
 /// prefix. A directory lists every file below it whose name ends with one of `extensions`.

@@ -15,9 +15,9 @@ use super::{
     StageConfig, StageKind, for_each_stored_batch, text_values,
 };
 use crate::classifier::train::{self, EMPTY_TEXT, Examples, TrainParams};
-use crate::engine::stats::StageStats;
 use crate::error::{GristError, Result};
 use crate::io::atomic;
+use crate::io::stats::StageStats;
 
 /// Trains a supervised fastText classifier on the documents of its inputs and writes the model
 /// (`.bin`) to `model`, for `quality_classifier` stages to use. Each document's label comes

@@ -18,8 +18,8 @@ use crate::dedup::membership::{DedupOutput, Membership, Mode};
 use crate::dedup::runs::{Merge, Record, write_run, write_sorted};
 use crate::dedup::simplify::simplify_text;
 use crate::dedup::{offsets, read_counts, remove_stale, size_bin, write_count};
-use crate::engine::stats::StageStats;
 use crate::error::{GristError, Result};
+use crate::io::stats::StageStats;
 
 /// Removes exact duplicates: documents whose text has the same 128-bit xxh3 hash as an earlier
 /// document's (earlier in input order: input shards in plan order, rows in order). With

@@ -69,7 +69,7 @@ impl<T: Generate> Barrier for GeneratingBarrier<T> {
     }
 
     fn start_output(&self, _: &Path, _: usize, _: SchemaRef) -> Result<Box<dyn TransformTask>> {
-        Ok(Box::new(rows::SplitByReason))
+        Ok(Box::new(SplitByReason))
     }
 
     fn run_task(&self, task: &BarrierTask) -> Result<BarrierOutcome> {
@@ -164,4 +164,18 @@ pub fn input_texts(task: &BarrierTask) -> Result<Vec<String>> {
         })?;
     }
     Ok(out)
+}
+
+/// Streams a generating stage's stored rows on: kept ones pass, rejected ones go out with their
+/// reason.
+struct SplitByReason;
+
+impl TransformTask for SplitByReason {
+    fn output_schema(&self) -> SchemaRef {
+        rows::output_schema()
+    }
+
+    fn process(&mut self, batch: arrow::array::RecordBatch) -> Result<super::Filtered> {
+        rows::split_by_reason(batch)
+    }
 }

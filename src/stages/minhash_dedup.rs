@@ -24,9 +24,9 @@ use crate::dedup::minhash::{MinHasher, ShingleHash};
 use crate::dedup::runs::{Record, RunReader, RunWriter, write_run};
 use crate::dedup::union_find::UnionFind;
 use crate::dedup::{offsets, read_counts, remove_stale, size_bin, write_count};
-use crate::engine::stats::StageStats;
 use crate::error::{GristError, IoContext, Result};
 use crate::io::atomic::PendingFile;
+use crate::io::stats::StageStats;
 
 /// Removes near-duplicates with MinHash-LSH, with FineWeb's defaults (datatrove 0.10.1's
 /// `MinhashConfig`): texts simplified (lowercase, digits to 0, punctuation to spaces, accents

@@ -15,12 +15,13 @@ use super::{
     Barrier, BarrierInput, BarrierOutcome, BarrierTask, BuildContext, ParamProblem, Stage,
     StageConfig, StageKind,
 };
-use crate::engine::stats::StageStats;
 use crate::error::{GristError, Result};
 use crate::io::atomic;
+use crate::io::stats::StageStats;
 use crate::tokens::megatron::{self, Dataset, DatasetWriter, Dtype};
-use crate::tokens::mixing::{Pool, allocate, permutation, select};
+use crate::tokens::mixing::{Pool, allocate, select};
 use crate::tokens::packing::{Packed, best_fit, concat};
+use crate::util::permutation;
 
 /// Mixes tokenized sources (Megatron datasets, e.g. from `tokenize`) into packed training data:
 /// `<path>/train.idx/.bin`, `<path>/valid.idx/.bin` and `<path>/mix.json`. Each source gets

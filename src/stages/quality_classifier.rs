@@ -17,9 +17,9 @@ use super::{
     for_each_stored_batch, schema_with_added, text_values,
 };
 use crate::classifier::model::{FastTextModel, normalize_text};
-use crate::engine::stats::StageStats;
 use crate::error::{GristError, Result};
 use crate::io::atomic;
+use crate::io::stats::StageStats;
 
 /// Why a document scored too low.
 pub const BELOW_THRESHOLD: &str = "quality_below_threshold";

@@ -41,15 +41,6 @@ pub struct ReadJsonl {
     pub infer_rows: Option<usize>,
 }
 
-const EXTENSIONS: &[&str] = &[
-    ".jsonl",
-    ".json",
-    ".jsonl.gz",
-    ".json.gz",
-    ".jsonl.zst",
-    ".json.zst",
-];
-
 impl StageConfig for ReadJsonl {
     const TYPE: &'static str = "read_jsonl";
     const KIND: StageKind = StageKind::Source;
@@ -106,11 +97,11 @@ impl JsonlSource {
 
 impl Source for JsonlSource {
     fn shards(&self) -> Result<Vec<Shard>> {
-        shards::list(&self.pattern, EXTENSIONS)
+        shards::list(&self.pattern, jsonl::EXTENSIONS)
     }
 
     fn would_read(&self, path: &Path) -> bool {
-        shards::would_list(&self.pattern, EXTENSIONS, path)
+        shards::would_list(&self.pattern, jsonl::EXTENSIONS, path)
     }
 
     fn schema(&self, shard: &Shard) -> Result<SchemaRef> {

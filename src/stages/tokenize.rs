@@ -19,9 +19,9 @@ use super::{
     Stage, StageConfig, StageKind, TransformTask, batch_with_added, for_each_stored_batch,
     schema_with_added, text_values,
 };
-use crate::engine::stats::StageStats;
 use crate::error::{GristError, IoContext, Result};
 use crate::io::atomic;
+use crate::io::stats::StageStats;
 use crate::tokens::encoder::Encoder;
 use crate::tokens::llmc::LlmcWriter;
 use crate::tokens::megatron::{self, Dataset, DatasetWriter, Dtype};

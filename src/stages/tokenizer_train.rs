@@ -17,9 +17,9 @@ use super::{
     Barrier, BarrierInput, BarrierOutcome, BarrierTask, BuildContext, ParamProblem, Stage,
     StageConfig, StageKind, for_each_stored_batch, text_values,
 };
-use crate::engine::stats::StageStats;
 use crate::error::{GristError, IoContext, Result};
 use crate::io::atomic;
+use crate::io::stats::StageStats;
 use crate::tokens::tokenizer::{LongWords, ModelKind, TokenizerParams, WordCounter, WordCounts};
 
 /// Trains a tokenizer on its input documents and writes a `tokenizer.json` that Python

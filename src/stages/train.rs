@@ -11,8 +11,8 @@ use super::{
     Barrier, BarrierInput, BarrierOutcome, BarrierTask, BuildContext, ParamProblem, Stage,
     StageConfig, StageKind,
 };
-use crate::engine::stats::StageStats;
 use crate::error::Result;
+use crate::io::stats::StageStats;
 use crate::train::TrainConfig;
 use crate::train::trainer;
 

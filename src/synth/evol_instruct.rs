@@ -19,7 +19,7 @@ use std::sync::LazyLock;
 use super::chat::Message;
 use super::llm::{LlmClient, LlmRequest, LlmResponse};
 use super::rows::SynthRow;
-use crate::tokens::mixing::SplitMix64;
+use crate::util::SplitMix64;
 
 const DEPTH_BASE: &str = include_str!("prompts/evol_depth_base.txt");
 const BREADTH_BASE: &str = include_str!("prompts/evol_breadth_base.txt");

@@ -466,7 +466,7 @@ impl LlmClient {
                     {
                         tracing::warn!("request cache: {e}");
                     }
-                    crate::engine::hook::checkpoint("llm_response");
+                    crate::util::hook::checkpoint("llm_response");
                     return Ok(resp);
                 }
                 Err(e) if e.retryable() && attempt < self.config.max_retries => {

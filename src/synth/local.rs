@@ -14,11 +14,11 @@ use tokenizers::Tokenizer;
 
 use super::chat::{ChatTemplate, Message};
 use crate::error::{GristError, Result};
-use crate::tokens::mixing::SplitMix64;
 use crate::train::config::ModelConfig;
 use crate::train::cpu::infer::{Forward, KvCache};
 use crate::train::generate::{Finish, SamplingParams, sample};
 use crate::train::params::Weights;
+use crate::util::SplitMix64;
 
 /// Why the engine did not complete a request.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -371,7 +371,7 @@ fn step(
     prefixes: &mut Vec<(Vec<u32>, KvCache)>,
     opts: EngineOptions,
 ) {
-    crate::engine::hook::checkpoint("decode_step");
+    crate::util::hook::checkpoint("decode_step");
     let ctx = model.config.max_position_embeddings;
     let logits = {
         let tokens: Vec<Vec<u32>> = active.iter().map(|a| a.feed.clone()).collect();

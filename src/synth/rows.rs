@@ -11,7 +11,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 
 use crate::error::{GristError, Result};
-use crate::stages::{Filtered, TransformTask};
+use crate::io::batch::Filtered;
 
 /// The column holding a row's rejection reason (null: kept); not passed on.
 pub const REASON: &str = "reject_reason";
@@ -165,36 +165,29 @@ pub fn output_schema() -> SchemaRef {
     Arc::new(Schema::new(fields))
 }
 
-/// Streams the stored rows on: kept ones pass, rejected ones go out with their reason.
-pub struct SplitByReason;
-
-impl TransformTask for SplitByReason {
-    fn output_schema(&self) -> SchemaRef {
-        output_schema()
-    }
-
-    fn process(&mut self, batch: RecordBatch) -> Result<Filtered> {
-        let reason = batch
-            .column_by_name(REASON)
-            .ok_or_else(|| GristError::Usage(format!("stored rows lack `{REASON}`")))?
-            .as_string::<i32>()
-            .clone();
-        let keep: BooleanArray = (0..reason.len()).map(|i| Some(reason.is_null(i))).collect();
-        let reasons: StringArray = reason.iter().flatten().map(Some).collect();
-        let out = output_schema();
-        let projected: Vec<ArrayRef> = out
-            .fields()
-            .iter()
-            .map(|f| {
-                batch
-                    .column_by_name(f.name())
-                    .expect("stored schema")
-                    .clone()
-            })
-            .collect();
-        let projected = RecordBatch::try_new(out, projected)?;
-        Filtered::split(&projected, &keep, reasons)
-    }
+/// The stored rows as the stage passes them on: kept ones pass, rejected ones go out with their
+/// reason (in [`output_schema`]).
+pub fn split_by_reason(batch: RecordBatch) -> Result<Filtered> {
+    let reason = batch
+        .column_by_name(REASON)
+        .ok_or_else(|| GristError::Usage(format!("stored rows lack `{REASON}`")))?
+        .as_string::<i32>()
+        .clone();
+    let keep: BooleanArray = (0..reason.len()).map(|i| Some(reason.is_null(i))).collect();
+    let reasons: StringArray = reason.iter().flatten().map(Some).collect();
+    let out = output_schema();
+    let projected: Vec<ArrayRef> = out
+        .fields()
+        .iter()
+        .map(|f| {
+            batch
+                .column_by_name(f.name())
+                .expect("stored schema")
+                .clone()
+        })
+        .collect();
+    let projected = RecordBatch::try_new(out, projected)?;
+    Filtered::split(&projected, &keep, reasons)
 }
 
 /// Mean, median, 90th percentile and maximum of `xs` as metrics `<name>_{mean,p50,p90,max}`.
@@ -240,8 +233,8 @@ pub fn report(
     rows: &[SynthRow],
     client: &super::llm::ClientStats,
     seeds: &[String],
-) -> crate::engine::stats::StageStats {
-    let mut stats = crate::engine::stats::StageStats::default();
+) -> crate::io::stats::StageStats {
+    let mut stats = crate::io::stats::StageStats::default();
     stats.metrics.extend(client.metrics());
     let kept: Vec<&SynthRow> = rows.iter().filter(|r| r.reject_reason.is_none()).collect();
     let mut pool = super::rouge::Pool::new();
@@ -307,7 +300,7 @@ mod tests {
             },
         ];
         let b = batch(&rows, TextFormat::Chatml).unwrap();
-        let out = SplitByReason.process(b).unwrap();
+        let out = split_by_reason(b).unwrap();
         assert_eq!(out.kept.num_rows(), 1);
         assert!(out.kept.column_by_name(REASON).is_none());
         let text = out

@@ -11,7 +11,7 @@ use regex::Regex;
 use super::llm::{Api, LlmClient, LlmRequest, LlmResponse};
 use super::rouge::Pool;
 use super::rows::SynthRow;
-use crate::tokens::mixing::SplitMix64;
+use crate::util::SplitMix64;
 
 pub const IS_CLASSIFICATION_TEMPLATE: &str =
     include_str!("prompts/self_instruct_is_classification.txt");

@@ -200,7 +200,7 @@ mod tests {
             ids,
             tok.encode_fast(long.as_str(), false).unwrap().get_ids()
         );
-        let mut rng = crate::tokens::mixing::SplitMix64(3);
+        let mut rng = crate::util::SplitMix64(3);
         for _ in 0..300 {
             let len = 2 + (rng.next_u64() % 120) as usize;
             let piece: Vec<u8> = (0..len)

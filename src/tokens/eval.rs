@@ -9,9 +9,7 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use super::encoder::Encoder;
-use crate::config::generated::source_stage;
-use crate::error::{GristError, Result};
-use crate::stages::{BuildContext, Stage, StageConfig, text_values};
+use crate::error::Result;
 
 /// One tokenizer's figures on the evaluation text.
 #[derive(Debug, Clone, Serialize)]
@@ -27,46 +25,6 @@ pub struct EvalRow {
     /// Distinct ids used / vocabulary size.
     pub vocab_used: f64,
     pub unknown_tokens: u64,
-}
-
-/// Reads the `text` of every document of `inputs` (files or globs: Parquet, JSON Lines, text).
-pub fn read_texts(inputs: &[String], text_column: &str) -> Result<Vec<String>> {
-    let mut texts = Vec::new();
-    for input in inputs {
-        let spec = source_stage(input, text_column);
-        let ctx = BuildContext {
-            stage_id: "input",
-            made_by_pipeline: &[],
-        };
-        let stage = match spec["type"].as_str() {
-            Some("read_parquet") => {
-                config::<crate::stages::read_parquet::ReadParquet>(spec)?.build(&ctx)?
-            }
-            Some("read_text") => config::<crate::stages::read_text::ReadText>(spec)?.build(&ctx)?,
-            _ => config::<crate::stages::read_jsonl::ReadJsonl>(spec)?.build(&ctx)?,
-        };
-        let Stage::Source(source) = stage else {
-            unreachable!("readers are sources")
-        };
-        let shards = source.shards()?;
-        if shards.is_empty() {
-            return Err(GristError::Usage(format!("no files match `{input}`")));
-        }
-        for shard in shards {
-            let mut reader = source.open(&shard, 4096)?;
-            while let Some(batch) = reader.next_batch()? {
-                for t in text_values(&batch.kept)?.into_iter().flatten() {
-                    texts.push(t.to_string());
-                }
-            }
-        }
-    }
-    Ok(texts)
-}
-
-fn config<C: StageConfig>(mut spec: serde_json::Value) -> Result<C> {
-    spec.as_object_mut().expect("object").remove("type");
-    serde_json::from_value(spec).map_err(|e| GristError::Usage(format!("input: {e}")))
 }
 
 pub fn evaluate(tokenizer: &Path, texts: &[String]) -> Result<EvalRow> {

@@ -7,7 +7,7 @@
 
 use std::collections::BTreeSet;
 
-use super::mixing::permutation;
+use crate::util::permutation;
 
 /// Part of one item (a selected document) placed in a sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn packing_properties_hold_on_random_lengths() {
-        let mut rng = super::super::mixing::SplitMix64(5);
+        let mut rng = crate::util::SplitMix64(5);
         let lengths: Vec<u64> = (0..500).map(|_| rng.next_u64() % 3000).collect();
         check(&concat(&lengths, 1025), &lengths, 1025);
         let p = best_fit(&lengths, 1025, 0);

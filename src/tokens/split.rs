@@ -243,7 +243,7 @@ mod tests {
         let alphabet: Vec<char> = "aZé數 \t\n\r'sStTrRvVlLeEmMdD1٣½!.,-_\u{a0}\u{2003}\u{300}🎉ſ"
             .chars()
             .collect();
-        let mut rng = super::super::mixing::SplitMix64(11);
+        let mut rng = crate::util::SplitMix64(11);
         for _ in 0..3000 {
             let n = (rng.next_u64() % 24) as usize;
             let t: String = (0..n)

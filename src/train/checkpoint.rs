@@ -248,7 +248,7 @@ pub fn save(root: &Path, c: &Checkpoint, keep: usize) -> Result<PathBuf> {
             .and_then(|f| f.sync_all())
             .map_err(|e| GristError::io(&p, e))?;
     }
-    crate::engine::hook::checkpoint("train_checkpoint");
+    crate::util::hook::checkpoint("train_checkpoint");
     if dest.exists() {
         std::fs::remove_dir_all(&dest).map_err(|e| GristError::io(&dest, e))?;
     }

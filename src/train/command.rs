@@ -12,8 +12,8 @@ use super::data::{Layout, Samples};
 use super::generate::{SamplingParams, generate};
 use super::trainer::{self, EvalSpan, Summary};
 use crate::config::de;
-use crate::config::diagnostic::{Diagnostic, Diagnostics};
 use crate::config::yaml;
+use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::error::{GristError, Result};
 
 /// Reads a train config (YAML); every error carries FILE:LINE:COL.

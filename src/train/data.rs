@@ -10,7 +10,7 @@ use super::backend::Batch;
 use super::cpu::ops::IGNORE;
 use crate::error::{GristError, Result};
 use crate::tokens::megatron::Dataset;
-use crate::tokens::mixing::permutation;
+use crate::util::permutation;
 
 /// One split (`train` or `valid`) of a mix directory.
 pub struct Samples {

@@ -4,7 +4,7 @@
 use super::config::ModelConfig;
 use super::cpu::infer::Decoder;
 use super::params::Weights;
-use crate::tokens::mixing::SplitMix64;
+use crate::util::SplitMix64;
 
 #[derive(Debug, Clone)]
 pub struct SamplingParams {

@@ -3,7 +3,7 @@
 //! `[out, in]`. Gradients and the optimizer's moments use the same structure.
 
 use super::config::ModelConfig;
-use crate::tokens::mixing::SplitMix64;
+use crate::util::SplitMix64;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Layer {

@@ -17,9 +17,9 @@ use super::cpu::CpuBackend;
 use super::data::{self, Layout, Samples, Stream};
 use super::optim::learning_rate;
 use super::params::Weights;
-use crate::engine::hook;
 use crate::error::{GristError, Result};
 use crate::io::atomic;
+use crate::util::hook;
 
 /// What a finished (or already finished) run reports; also written to `summary.json`.
 #[derive(Debug, Clone)]

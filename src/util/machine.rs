@@ -1,4 +1,4 @@
-//! Small facts about the machine that several layers need.
+//! Facts about the machine that several layers need.
 
 /// `MemAvailable` (Linux), in bytes; `None` where it cannot be read.
 pub fn available_memory() -> Option<u64> {

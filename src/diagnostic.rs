@@ -1,10 +1,17 @@
-//! Config errors that point at the source: `FILE:LINE:COL: error: ...`, the offending line, and a
-//! hint ("did you mean ...") where one fits. All errors of a file are collected and shown together.
+//! Errors that point at the source of a file (a pipeline, a train config): `FILE:LINE:COL:
+//! error: ...`, the offending line, and a hint ("did you mean ...") where one fits. All errors of
+//! a file are collected and shown together. At the bottom of the layers: the error type carries
+//! them, and the engine reports its checks through them.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use super::yaml::Span;
+/// A position in a source file: 1-based line and column.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Span {
+    pub line: usize,
+    pub col: usize,
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Severity {
