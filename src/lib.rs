@@ -3,6 +3,7 @@
 //! that run on a local worker pool or as batch-scheduler array jobs, resumably.
 
 pub mod classifier;
+pub mod commands;
 pub mod config;
 pub mod dedup;
 pub mod diagnostic;
@@ -10,7 +11,6 @@ pub mod engine;
 pub mod error;
 #[cfg(test)]
 mod fuzz;
-pub mod inspect;
 pub mod io;
 pub mod stages;
 pub mod synth;

@@ -7,10 +7,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use grist::GristError;
-use grist::classifier::command::TrainCommand;
 use grist::classifier::train::TrainParams;
+use grist::commands::classifier::TrainCommand;
+use grist::config::registry;
 use grist::engine::{self, RunOptions, Selection};
-use grist::stages::registry;
 use grist::tokens;
 
 mod train_cli;
@@ -421,7 +421,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
             tokenizer,
         } => print!(
             "{}",
-            grist::inspect::inspect(&path, rows, tokenizer.as_deref())?
+            grist::commands::inspect::inspect(&path, rows, tokenizer.as_deref())?
         ),
         Command::Classifier {
             action: ClassifierAction::Train(a),
@@ -455,7 +455,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
             action: TokenizerAction::Train(a),
         } => {
             let defaults = TokenizerParams::default();
-            let command = tokens::command::TrainCommand {
+            let command = grist::commands::tokenizer::TrainCommand {
                 inputs: a.input,
                 text_column: a.text_column,
                 output: a.output,
@@ -477,7 +477,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
         Command::Tokenizer {
             action: TokenizerAction::Encode(a),
         } => {
-            let command = tokens::command::EncodeCommand {
+            let command = grist::commands::tokenizer::EncodeCommand {
                 tokenizer: a.tokenizer,
                 input: a.input,
                 text_column: a.text_column,

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use grist::train::command::{self, EvaluateCommand, GenerateCommand};
+use grist::commands::train::{self as command, EvaluateCommand, GenerateCommand};
 use grist::train::generate::SamplingParams;
 
 #[derive(Args)]

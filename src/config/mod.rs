@@ -1,7 +1,7 @@
 //! The pipeline file: YAML with positions, typed stage configs, diagnostics, JSON Schema.
 
 pub mod de;
-pub mod generated;
+pub mod registry;
 pub mod schema;
 pub mod spec;
 pub mod yaml;

@@ -4,8 +4,8 @@
 
 use serde_json::{Map, Value as Json, json};
 
+use super::registry;
 use crate::io::DEFAULT_BATCH_SIZE;
-use crate::stages::registry;
 
 pub fn pipeline_schema() -> Json {
     let mut defs = Map::new();

@@ -7,11 +7,12 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 
 use super::de::from_node;
+use super::registry::{self, StageType};
 use super::yaml::{self, Node, Span, Value};
 use crate::diagnostic::{Diagnostic, Diagnostics, did_you_mean};
+pub use crate::engine::spec::{Loaded, PipelineSpec, StageSpec};
 use crate::error::{GristError, Result};
 use crate::io::DEFAULT_BATCH_SIZE;
-use crate::stages::registry::{self, StageType};
 use crate::stages::{DynStageConfig, StageKind};
 
 /// Keys allowed at the top of a pipeline file.
@@ -27,47 +28,6 @@ pub const TOP_LEVEL_KEYS: &[&str] = &[
 pub const STAGE_KEYS: &[&str] = &["id", "type", "inputs"];
 /// Id of the source made from the `input:` shorthand.
 pub const INPUT_STAGE_ID: &str = "input";
-
-#[derive(Debug)]
-pub struct PipelineSpec {
-    pub file: PathBuf,
-    pub name: String,
-    pub workdir: PathBuf,
-    pub batch_size: usize,
-    pub stages: Vec<StageSpec>,
-}
-
-#[derive(Debug)]
-pub struct StageSpec {
-    pub id: String,
-    pub type_name: &'static str,
-    pub kind: StageKind,
-    /// Resolved: explicit `inputs`, else the previous stage.
-    pub inputs: Vec<String>,
-    pub config: Box<dyn DynStageConfig>,
-    pub span: Span,
-    /// Where each parameter is written, so data errors can point at it.
-    pub param_spans: BTreeMap<String, Span>,
-}
-
-impl StageSpec {
-    /// The position of `param` if written, else of the stage.
-    pub fn span_of(&self, param: &str) -> Span {
-        self.param_spans.get(param).copied().unwrap_or(self.span)
-    }
-}
-
-impl PipelineSpec {
-    pub fn stage(&self, id: &str) -> Option<&StageSpec> {
-        self.stages.iter().find(|s| s.id == id)
-    }
-}
-
-/// A parsed pipeline and its warnings.
-pub struct Loaded {
-    pub spec: PipelineSpec,
-    pub diagnostics: Diagnostics,
-}
 
 pub fn load(path: &Path) -> Result<Loaded> {
     let source = std::fs::read_to_string(path).map_err(|e| {

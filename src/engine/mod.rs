@@ -4,6 +4,7 @@ pub mod executor;
 pub mod lock;
 pub mod plan;
 pub mod slurm;
+pub mod spec;
 pub mod stats;
 pub mod task;
 

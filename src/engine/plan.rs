@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use arrow::datatypes::SchemaRef;
 use serde::Serialize;
 
-use crate::config::{Loaded, PipelineSpec};
+use super::spec::{Loaded, PipelineSpec};
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::error::{GristError, Result};
 use crate::stages::{BarrierInput, BuildContext, Shard, Sink, Stage, lexical};

@@ -1,5 +1,5 @@
 //! Stage types. Each module holds one stage: its config struct (serde + JSON Schema, whose doc
-//! comments are the user docs), its logic and its tests. [`registry`] maps type names to them.
+//! comments are the user docs), its logic and its tests. `config::registry` maps type names to them.
 //!
 //! Three kinds of stage flow through the engine:
 //! - a [`Source`] lists shards and reads each as a stream of batches;
@@ -24,7 +24,6 @@ pub mod quality_classifier;
 pub mod read_jsonl;
 pub mod read_parquet;
 pub mod read_text;
-pub mod registry;
 pub mod self_instruct;
 pub mod sql;
 pub mod tokenize;

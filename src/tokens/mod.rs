@@ -3,7 +3,6 @@
 //! mixture planning and packing. The byte layouts are in `schemas/packed-format.md`.
 
 pub mod bpe;
-pub mod command;
 pub mod encoder;
 pub mod eval;
 pub mod inspect;

@@ -7,7 +7,6 @@
 
 pub mod backend;
 pub mod checkpoint;
-pub mod command;
 pub mod config;
 pub mod cpu;
 pub mod data;

@@ -5,16 +5,16 @@ use std::path::Path;
 
 use serde_json::json;
 
-use super::checkpoint;
-use super::config::{Rope, TrainConfig};
-use super::cpu::CpuBackend;
-use super::data::{Layout, Samples};
-use super::generate::{SamplingParams, generate};
-use super::trainer::{self, EvalSpan, Summary};
 use crate::config::de;
 use crate::config::yaml;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::error::{GristError, Result};
+use crate::train::checkpoint;
+use crate::train::config::{Rope, TrainConfig};
+use crate::train::cpu::CpuBackend;
+use crate::train::data::{Layout, Samples};
+use crate::train::generate::{SamplingParams, generate};
+use crate::train::trainer::{self, EvalSpan, Summary};
 
 /// Reads a train config (YAML); every error carries FILE:LINE:COL.
 pub fn load_config(path: &Path) -> Result<TrainConfig> {

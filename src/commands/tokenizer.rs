@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use super::tokenizer::TokenizerParams;
-use crate::config::generated::{path_str, source_stage, workdir_beside};
+use super::generated::{path_str, source_stage, workdir_beside};
 use crate::error::{GristError, Result};
+use crate::tokens::tokenizer::TokenizerParams;
 
 /// What `grist tokenizer train` was asked to do.
 #[derive(Debug, Clone)]

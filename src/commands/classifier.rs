@@ -6,8 +6,8 @@ use std::path::PathBuf;
 
 use serde_json::{Value, json};
 
-use super::train::TrainParams;
-use crate::config::generated::{path_str, source_stage, workdir_beside};
+use super::generated::{path_str, source_stage, workdir_beside};
+use crate::classifier::train::TrainParams;
 use crate::error::{GristError, Result};
 
 /// What `grist classifier train` was asked to do.

@@ -1,31 +1,32 @@
-//! Stage type name → config type. Adding a stage: one line in [`all`].
+//! Stage type name → config type: how a pipeline file's `type:` finds the stage's parameters.
+//! Adding a stage: one line in [`all`].
 
 use schemars::generate::SchemaSettings;
 use serde_json::Value as Json;
 
-use super::c4_quality::C4Quality;
-use super::classifier_train::ClassifierTrain;
-use super::evol_instruct::EvolInstruct;
-use super::exact_dedup::ExactDedup;
-use super::fineweb_quality::FinewebQuality;
-use super::gopher_quality::GopherQuality;
-use super::gopher_repetition::GopherRepetition;
-use super::langid::Langid;
-use super::minhash_dedup::MinhashDedup;
-use super::mix::Mix;
-use super::quality_classifier::QualityClassifier;
-use super::read_jsonl::ReadJsonl;
-use super::read_parquet::ReadParquet;
-use super::read_text::ReadText;
-use super::self_instruct::SelfInstruct;
-use super::sql::Sql;
-use super::tokenize::Tokenize;
-use super::tokenizer_train::TokenizerTrain;
-use super::write_jsonl::WriteJsonl;
-use super::write_parquet::WriteParquet;
-use super::{DynStageConfig, StageConfig, StageKind};
-use crate::config::de::{DeError, from_node};
-use crate::config::yaml::Node;
+use super::de::{DeError, from_node};
+use super::yaml::Node;
+use crate::stages::c4_quality::C4Quality;
+use crate::stages::classifier_train::ClassifierTrain;
+use crate::stages::evol_instruct::EvolInstruct;
+use crate::stages::exact_dedup::ExactDedup;
+use crate::stages::fineweb_quality::FinewebQuality;
+use crate::stages::gopher_quality::GopherQuality;
+use crate::stages::gopher_repetition::GopherRepetition;
+use crate::stages::langid::Langid;
+use crate::stages::minhash_dedup::MinhashDedup;
+use crate::stages::mix::Mix;
+use crate::stages::quality_classifier::QualityClassifier;
+use crate::stages::read_jsonl::ReadJsonl;
+use crate::stages::read_parquet::ReadParquet;
+use crate::stages::read_text::ReadText;
+use crate::stages::self_instruct::SelfInstruct;
+use crate::stages::sql::Sql;
+use crate::stages::tokenize::Tokenize;
+use crate::stages::tokenizer_train::TokenizerTrain;
+use crate::stages::write_jsonl::WriteJsonl;
+use crate::stages::write_parquet::WriteParquet;
+use crate::stages::{DynStageConfig, StageConfig, StageKind};
 use crate::train::TrainConfig;
 
 #[derive(Clone, Copy)]
