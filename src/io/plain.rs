@@ -269,7 +269,7 @@ mod tests {
                 rejected,
                 [(
                     "document_too_large".to_string(),
-                    super::OVERSIZED_EXCERPT_BYTES
+                    crate::io::OVERSIZED_EXCERPT_BYTES
                 )]
             );
         }

@@ -7,6 +7,7 @@ mod dedup;
 mod filters;
 pub mod hardening;
 mod langid;
+mod layers;
 mod resume;
 mod run;
 mod synth;
