@@ -40,15 +40,13 @@ impl TrainCommand {
             "type": "tokenizer_train",
             "inputs": inputs,
             "path": path_str(&self.output)?,
-            "model": self.params.model,
-            "vocab_size": self.params.vocab_size,
-            "min_frequency": self.params.min_frequency,
-            "special_tokens": self.params.special_tokens,
-            "split_pattern": self.params.split_pattern,
-            "lowercase": self.params.lowercase,
-            "max_word_bytes": self.params.max_word_bytes,
             "seed": self.seed,
         });
+        // The stage takes the tokenizer's parameters as they are (flattened).
+        let params = serde_json::to_value(&self.params).expect("parameters serialize");
+        for (k, v) in params.as_object().expect("a struct").clone() {
+            train[k] = v;
+        }
         if let Some(b) = self.byte_budget {
             train["byte_budget"] = json!(b);
         }

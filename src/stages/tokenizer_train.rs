@@ -20,7 +20,7 @@ use super::{
 use crate::error::{GristError, IoContext, Result};
 use crate::io::atomic;
 use crate::io::stats::StageStats;
-use crate::tokens::tokenizer::{LongWords, ModelKind, TokenizerParams, WordCounter, WordCounts};
+use crate::tokens::tokenizer::{LongWords, TokenizerParams, WordCounter, WordCounts};
 
 /// Trains a tokenizer on its input documents and writes a `tokenizer.json` that Python
 /// `tokenizers` and `transformers` (`PreTrainedTokenizerFast`) load unchanged. `bpe` (default) is
@@ -30,35 +30,15 @@ use crate::tokens::tokenizer::{LongWords, ModelKind, TokenizerParams, WordCounte
 /// sample of the documents (chosen by a hash of their id) of about that many text bytes is used;
 /// the others are rejected as `outside_byte_budget`. Documents with a null text are rejected as
 /// `null_text`. The stats hold the documents, bytes and distinct words trained on.
+// Not `deny_unknown_fields`: serde cannot combine it with `flatten`. The config layer checks
+// every key against the stage's schema (which lists the flattened parameters) before parsing.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-#[serde(deny_unknown_fields)]
 pub struct TokenizerTrain {
     /// Where to write the tokenizer, e.g. `out/tokenizer.json`.
     pub path: String,
-    /// `bpe` (byte-level), `unigram` or `wordpiece`.
-    #[serde(default)]
-    pub model: ModelKind,
-    /// Vocabulary size, special tokens (and for `bpe` the 256 byte symbols) included.
-    #[serde(default = "default_vocab_size")]
-    pub vocab_size: usize,
-    /// A pair (`bpe`, `wordpiece`) must occur this often to be merged.
-    #[serde(default = "default_min_frequency")]
-    pub min_frequency: u64,
-    /// Special tokens, given the first ids in this order (`unigram` / `wordpiece` add their
-    /// unknown token `<unk>` / `[UNK]` when missing).
-    #[serde(default = "crate::tokens::tokenizer::default_special_tokens")]
-    pub special_tokens: Vec<String>,
-    /// `bpe` only: the regex that splits text into words (default: GPT-4's / Llama 3's).
-    #[serde(default = "default_split_pattern")]
-    pub split_pattern: String,
-    /// `wordpiece` only: lowercase the text.
-    #[serde(default = "default_true")]
-    pub lowercase: bool,
-    /// Words (pre-tokenized pieces) longer than this many bytes are left out of training and
-    /// counted in the stats (`words_over_max_word_bytes`): `tokenizers`' trainer is quadratic
-    /// in a word's length.
-    #[serde(default = "crate::tokens::tokenizer::default_max_word_bytes")]
-    pub max_word_bytes: usize,
+    /// The tokenizer: model, sizes, special tokens, splitting.
+    #[serde(flatten)]
+    pub params: TokenizerParams,
     /// Train on a seeded sample of about this many bytes of text (default: everything).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub byte_budget: Option<u64>,
@@ -67,38 +47,8 @@ pub struct TokenizerTrain {
     pub seed: u64,
 }
 
-fn default_vocab_size() -> usize {
-    TokenizerParams::default().vocab_size
-}
-fn default_min_frequency() -> u64 {
-    TokenizerParams::default().min_frequency
-}
-fn default_split_pattern() -> String {
-    TokenizerParams::default().split_pattern
-}
-fn default_true() -> bool {
-    true
-}
-
 pub const OUTSIDE_BUDGET: &str = "outside_byte_budget";
 pub const NULL_TEXT: &str = "null_text";
-
-impl TokenizerTrain {
-    /// The tokenizer fields as [`TokenizerParams`]. They are spelled out in the stage rather than
-    /// `#[serde(flatten)]`ed: serde cannot combine `flatten` with `deny_unknown_fields`, and a
-    /// misspelt key must stay an error.
-    pub fn params(&self) -> TokenizerParams {
-        TokenizerParams {
-            model: self.model,
-            vocab_size: self.vocab_size,
-            min_frequency: self.min_frequency,
-            special_tokens: self.special_tokens.clone(),
-            split_pattern: self.split_pattern.clone(),
-            lowercase: self.lowercase,
-            max_word_bytes: self.max_word_bytes,
-        }
-    }
-}
 
 impl StageConfig for TokenizerTrain {
     const TYPE: &'static str = "tokenizer_train";
@@ -106,7 +56,7 @@ impl StageConfig for TokenizerTrain {
 
     fn check(&self) -> Vec<ParamProblem> {
         let mut problems: Vec<ParamProblem> = self
-            .params()
+            .params
             .problems()
             .into_iter()
             .map(|(param, message)| ParamProblem { param, message })
@@ -250,7 +200,7 @@ impl TrainBarrier {
         let input = &task.inputs[task.index];
         let rate = self.sampling_rate(task)?;
         let threshold = (rate * u64::MAX as f64) as u64;
-        let tokenizer = self.config.params().empty_tokenizer()?;
+        let tokenizer = self.config.params.empty_tokenizer()?;
         let mut counts = WordCounts::default();
         let mut too_long = LongWords::default();
         let mut stats = StageStats::default();
@@ -286,7 +236,7 @@ impl TrainBarrier {
                 stats.rows_kept += 1;
                 stats.bytes_kept += text.len() as u64;
             }
-            let (c, long) = count_parallel(&tokenizer, &kept, self.config.max_word_bytes)?;
+            let (c, long) = count_parallel(&tokenizer, &kept, self.config.params.max_word_bytes)?;
             counts.merge(c);
             too_long.add(long);
             Ok(())
@@ -303,7 +253,7 @@ impl TrainBarrier {
                 "{}: {} word(s) over max_word_bytes ({}; {} bytes in all) left out of training",
                 task.stage_id,
                 too_long.words,
-                self.config.max_word_bytes,
+                self.config.params.max_word_bytes,
                 too_long.bytes
             );
         }
@@ -335,7 +285,7 @@ impl TrainBarrier {
                 message: "no text reached the tokenizer: nothing to train on".into(),
             });
         }
-        let params = self.config.params();
+        let params = &self.config.params;
         let started = std::time::Instant::now();
         let tokenizer = params.train(&counts)?;
         let seconds = started.elapsed().as_secs_f64();
@@ -345,11 +295,11 @@ impl TrainBarrier {
         let path = PathBuf::from(&self.config.path);
         atomic::write(&path, json.as_bytes())?;
         let vocab = tokenizer.get_vocab_size(true);
-        if vocab < self.config.vocab_size {
+        if vocab < self.config.params.vocab_size {
             tracing::warn!(
                 "{}: the corpus gave a vocabulary of {vocab}, below `vocab_size` {} (too little text or `min_frequency` too high)",
                 task.stage_id,
-                self.config.vocab_size
+                self.config.params.vocab_size
             );
         }
         tracing::info!(

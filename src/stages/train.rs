@@ -16,39 +16,15 @@ use crate::io::stats::StageStats;
 use crate::train::TrainConfig;
 use crate::train::trainer;
 
-/// The fields a problem can be about (the first word of each of `TrainConfig::problems`).
-const PARAMS: &[&str] = &[
-    "model",
-    "init_from",
-    "rope",
-    "data",
-    "seq_len",
-    "micro_batch_size",
-    "grad_accum_steps",
-    "steps",
-    "optimizer",
-    "schedule",
-    "checkpoint",
-    "init_std",
-];
-
 impl StageConfig for TrainConfig {
     const TYPE: &'static str = "train";
     const KIND: StageKind = StageKind::Barrier;
     const READS_ROWS: bool = false;
 
     fn check(&self) -> Vec<ParamProblem> {
-        self.problems()
+        self.param_problems()
             .into_iter()
-            .map(|message| {
-                let head = message.split([':', '.', ' ']).next().unwrap_or("");
-                let param = PARAMS
-                    .iter()
-                    .find(|p| **p == head)
-                    .copied()
-                    .unwrap_or("output");
-                ParamProblem { param, message }
-            })
+            .map(|(param, message)| ParamProblem { param, message })
             .collect()
     }
 

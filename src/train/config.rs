@@ -569,43 +569,61 @@ impl Default for CheckpointConfig {
 }
 
 impl TrainConfig {
-    /// Every problem of the settings at once. (Negated comparisons: NaN fails them.)
-    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    /// Every problem of the settings at once, as messages (`field: what is wrong`).
     pub fn problems(&self) -> Vec<String> {
-        let mut out = Vec::new();
+        self.param_problems().into_iter().map(|(_, m)| m).collect()
+    }
+
+    /// Every problem of the settings at once, each with the top-level field it is about.
+    /// (Negated comparisons: NaN fails them.)
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
+    pub fn param_problems(&self) -> Vec<(&'static str, String)> {
+        let mut out: Vec<(&'static str, String)> = Vec::new();
         match (self.mode, &self.model, &self.init_from) {
-            (Mode::Pretrain, None, _) => out.push("model: required for mode `pretrain`".into()),
-            (Mode::Pretrain, _, Some(_)) => out.push(
+            (Mode::Pretrain, None, _) => {
+                out.push(("model", "model: required for mode `pretrain`".into()))
+            }
+            (Mode::Pretrain, _, Some(_)) => out.push((
+                "init_from",
                 "init_from: mode `pretrain` starts from random weights; use mode `continual`"
                     .into(),
-            ),
-            (Mode::Continual | Mode::LongContext, _, None) => {
-                out.push("init_from: required for modes `continual` and `long_context`".into())
-            }
-            (Mode::Continual | Mode::LongContext, Some(_), _) => out.push(
+            )),
+            (Mode::Continual | Mode::LongContext, _, None) => out.push((
+                "init_from",
+                "init_from: required for modes `continual` and `long_context`".into(),
+            )),
+            (Mode::Continual | Mode::LongContext, Some(_), _) => out.push((
+                "model",
                 "model: the shape comes from the `init_from` checkpoint; remove `model`".into(),
-            ),
+            )),
             _ => {}
         }
         if let Some(m) = &self.model {
-            out.extend(m.problems().into_iter().map(|p| format!("model.{p}")));
+            out.extend(
+                m.problems()
+                    .into_iter()
+                    .map(|p| ("model", format!("model.{p}"))),
+            );
         }
         if self.mode != Mode::LongContext
             && (self.rope.is_some() || self.max_position_embeddings.is_some())
         {
-            out.push("rope / max_position_embeddings: only for mode `long_context`".into());
+            out.push((
+                "rope",
+                "rope / max_position_embeddings: only for mode `long_context`".into(),
+            ));
         }
         if let Some(r) = &self.rope {
-            out.extend(r.problems());
+            out.extend(r.problems().into_iter().map(|p| ("rope", p)));
         }
         if let Some(r) = &self.data.replay {
             if self.mode != Mode::Continual {
-                out.push("data.replay: only for mode `continual`".into());
+                out.push(("data", "data.replay: only for mode `continual`".into()));
             }
             if !(0.0..1.0).contains(&r.fraction) {
-                out.push(format!(
-                    "data.replay.fraction: {} must be in [0, 1)",
-                    r.fraction
+                out.push((
+                    "data",
+                    format!("data.replay.fraction: {} must be in [0, 1)", r.fraction),
                 ));
             }
         }
@@ -615,36 +633,51 @@ impl TrainConfig {
             ("grad_accum_steps", self.grad_accum_steps, 1 << 20),
         ] {
             if v == 0 {
-                out.push(format!("{name}: must be at least 1"));
+                out.push((name, format!("{name}: must be at least 1")));
             } else if v > max {
-                out.push(format!("{name}: {v} is more than {max}"));
+                out.push((name, format!("{name}: {v} is more than {max}")));
             }
         }
         if self.steps == 0 {
-            out.push("steps: must be at least 1".into());
+            out.push(("steps", "steps: must be at least 1".into()));
         }
         let o = &self.optimizer;
         let lr_ok = o.lr > 0.0 && o.lr.is_finite() && o.min_lr >= 0.0 && o.min_lr <= o.lr;
         if !lr_ok {
-            out.push("optimizer: need a finite lr > 0 and 0 <= min_lr <= lr".into());
+            out.push((
+                "optimizer",
+                "optimizer: need a finite lr > 0 and 0 <= min_lr <= lr".into(),
+            ));
         }
         if !(0.0..1.0).contains(&o.beta1) || !(0.0..1.0).contains(&o.beta2) {
-            out.push("optimizer: beta1 and beta2 must be in [0, 1)".into());
+            out.push((
+                "optimizer",
+                "optimizer: beta1 and beta2 must be in [0, 1)".into(),
+            ));
         }
         let finite = [o.eps, o.weight_decay, o.grad_clip]
             .iter()
             .all(|x| x.is_finite());
         if !(finite && o.eps > 0.0 && o.weight_decay >= 0.0 && o.grad_clip >= 0.0) {
-            out.push("optimizer: need eps > 0, weight_decay >= 0, grad_clip >= 0".into());
+            out.push((
+                "optimizer",
+                "optimizer: need eps > 0, weight_decay >= 0, grad_clip >= 0".into(),
+            ));
         }
         if !(0.0..=1.0).contains(&self.schedule.decay_fraction) {
-            out.push("schedule.decay_fraction: must be in [0, 1]".into());
+            out.push((
+                "schedule",
+                "schedule.decay_fraction: must be in [0, 1]".into(),
+            ));
         }
         if self.checkpoint.keep == 0 {
-            out.push("checkpoint.keep: must be at least 1".into());
+            out.push(("checkpoint", "checkpoint.keep: must be at least 1".into()));
         }
         if !(self.init_std > 0.0 && self.init_std <= 10.0) {
-            out.push(format!("init_std: {} must be in (0, 10]", self.init_std));
+            out.push((
+                "init_std",
+                format!("init_std: {} must be in (0, 10]", self.init_std),
+            ));
         }
         out
     }

@@ -98,7 +98,13 @@ fn every_import_points_down_the_layers() {
         if file_name == "tests.rs" {
             continue;
         }
-        let first = rel.components().next().unwrap().as_os_str().to_str().unwrap();
+        let first = rel
+            .components()
+            .next()
+            .unwrap()
+            .as_os_str()
+            .to_str()
+            .unwrap();
         let module = first.trim_end_matches(".rs").to_string();
         assert!(
             rank(&module).is_some(),
@@ -125,7 +131,11 @@ fn every_import_points_down_the_layers() {
             _ => upward.push(format!("{from} -> {to} points up: {where_:?}")),
         }
     }
-    assert!(upward.is_empty(), "imports that point up the layers:\n{}", upward.join("\n"));
+    assert!(
+        upward.is_empty(),
+        "imports that point up the layers:\n{}",
+        upward.join("\n")
+    );
 }
 
 #[test]

@@ -1,178 +1,47 @@
 use super::*;
-use std::collections::BTreeMap;
 
-// ---- a minimal JSON reader, so these tests need nothing outside std ----
+// ---- reading the goldens (serde_json), panicking with what was expected ----
 
-#[derive(Debug, Clone)]
-#[allow(dead_code)] // Bool's payload is parsed, never read
-enum Json {
-    Null,
-    Bool(bool),
-    Num(f64),
-    Str(String),
-    Arr(Vec<Json>),
-    Obj(BTreeMap<String, Json>),
+type Json = serde_json::Value;
+
+/// Lookups that fail loudly, so a golden of the wrong shape says where.
+trait Golden {
+    fn at(&self, k: &str) -> &Json;
+    fn arr(&self) -> &[Json];
+    fn obj(&self) -> &serde_json::Map<String, Json>;
+    fn num(&self) -> f64;
+    fn str(&self) -> &str;
+    fn f32s(&self) -> Vec<f32>;
 }
 
-impl Json {
-    fn get(&self, k: &str) -> &Json {
-        match self {
-            Json::Obj(m) => m.get(k).unwrap_or_else(|| panic!("no key {k:?}")),
-            _ => panic!("not an object looking up {k:?}"),
-        }
+impl Golden for Json {
+    fn at(&self, k: &str) -> &Json {
+        self.get(k).unwrap_or_else(|| panic!("no key {k:?}"))
     }
     fn arr(&self) -> &[Json] {
-        match self {
-            Json::Arr(a) => a,
-            _ => panic!("not an array: {self:?}"),
-        }
+        self.as_array()
+            .unwrap_or_else(|| panic!("not an array: {self}"))
     }
-    fn obj(&self) -> &BTreeMap<String, Json> {
-        match self {
-            Json::Obj(m) => m,
-            _ => panic!("not an object"),
-        }
+    fn obj(&self) -> &serde_json::Map<String, Json> {
+        self.as_object()
+            .unwrap_or_else(|| panic!("not an object: {self}"))
     }
     fn num(&self) -> f64 {
         match self {
-            Json::Num(n) => *n,
+            Json::Number(n) => n.as_f64().expect("a number"),
             // the goldens spell non-finite floats as strings
-            Json::Str(s) if s == "inf" => f64::INFINITY,
-            Json::Str(s) if s == "-inf" => f64::NEG_INFINITY,
-            Json::Str(s) if s == "nan" => f64::NAN,
-            _ => panic!("not a number: {self:?}"),
+            Json::String(s) if s == "inf" => f64::INFINITY,
+            Json::String(s) if s == "-inf" => f64::NEG_INFINITY,
+            Json::String(s) if s == "nan" => f64::NAN,
+            _ => panic!("not a number: {self}"),
         }
     }
     fn str(&self) -> &str {
-        match self {
-            Json::Str(s) => s,
-            _ => panic!("not a string: {self:?}"),
-        }
+        self.as_str()
+            .unwrap_or_else(|| panic!("not a string: {self}"))
     }
     fn f32s(&self) -> Vec<f32> {
         self.arr().iter().map(|v| v.num() as f32).collect()
-    }
-}
-
-fn parse_json(s: &str) -> Json {
-    let b = s.as_bytes();
-    let mut i = 0;
-    let v = json_value(b, &mut i);
-    json_ws(b, &mut i);
-    assert_eq!(i, b.len(), "trailing data in JSON");
-    v
-}
-
-fn json_ws(b: &[u8], i: &mut usize) {
-    while *i < b.len() && b[*i].is_ascii_whitespace() {
-        *i += 1;
-    }
-}
-
-fn json_value(b: &[u8], i: &mut usize) -> Json {
-    json_ws(b, i);
-    match b[*i] {
-        b'{' => {
-            *i += 1;
-            let mut m = BTreeMap::new();
-            json_ws(b, i);
-            if b[*i] == b'}' {
-                *i += 1;
-                return Json::Obj(m);
-            }
-            loop {
-                json_ws(b, i);
-                let Json::Str(k) = json_value(b, i) else {
-                    panic!("object key")
-                };
-                json_ws(b, i);
-                assert_eq!(b[*i], b':');
-                *i += 1;
-                let v = json_value(b, i);
-                m.insert(k, v);
-                json_ws(b, i);
-                *i += 1;
-                if b[*i - 1] == b'}' {
-                    return Json::Obj(m);
-                }
-            }
-        }
-        b'[' => {
-            *i += 1;
-            let mut a = Vec::new();
-            json_ws(b, i);
-            if b[*i] == b']' {
-                *i += 1;
-                return Json::Arr(a);
-            }
-            loop {
-                a.push(json_value(b, i));
-                json_ws(b, i);
-                *i += 1;
-                if b[*i - 1] == b']' {
-                    return Json::Arr(a);
-                }
-            }
-        }
-        b'"' => {
-            *i += 1;
-            let mut out: Vec<u8> = Vec::new();
-            loop {
-                let c = b[*i];
-                *i += 1;
-                match c {
-                    b'"' => return Json::Str(String::from_utf8(out).unwrap()),
-                    b'\\' => {
-                        let e = b[*i];
-                        *i += 1;
-                        let ch = match e {
-                            b'n' => '\n',
-                            b't' => '\t',
-                            b'r' => '\r',
-                            b'b' => '\u{8}',
-                            b'f' => '\u{c}',
-                            b'u' => {
-                                let hex = |i: &mut usize| {
-                                    let h = std::str::from_utf8(&b[*i..*i + 4]).unwrap();
-                                    *i += 4;
-                                    u32::from_str_radix(h, 16).unwrap()
-                                };
-                                let mut cp = hex(i);
-                                if (0xd800..0xdc00).contains(&cp) {
-                                    *i += 2; // \u
-                                    let lo = hex(i);
-                                    cp = 0x10000 + ((cp - 0xd800) << 10) + (lo - 0xdc00);
-                                }
-                                char::from_u32(cp).unwrap()
-                            }
-                            other => other as char,
-                        };
-                        let mut buf = [0u8; 4];
-                        out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
-                    }
-                    c => out.push(c),
-                }
-            }
-        }
-        b't' => {
-            *i += 4;
-            Json::Bool(true)
-        }
-        b'f' => {
-            *i += 5;
-            Json::Bool(false)
-        }
-        b'n' => {
-            *i += 4;
-            Json::Null
-        }
-        _ => {
-            let start = *i;
-            while *i < b.len() && matches!(b[*i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9') {
-                *i += 1;
-            }
-            Json::Num(std::str::from_utf8(&b[start..*i]).unwrap().parse().unwrap())
-        }
     }
 }
 
@@ -205,7 +74,7 @@ fn load_golden() -> Json {
     let path = golden_path();
     let s = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("reading {path}: {e} (set GGUF_GOLDEN)"));
-    parse_json(&s)
+    serde_json::from_str(&s).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
 /// HF tensor name -> GGUF tensor name (llama).
@@ -361,10 +230,10 @@ fn fixture_header_and_metadata() {
 fn fixture_dequantized_matches_transformers() {
     let (bytes, f) = load_fixture();
     let g = load_golden();
-    let stats = g.get("dequantized_stats").obj();
-    let col0 = g.get("dequantized_col0").obj();
+    let stats = g.at("dequantized_stats").obj();
+    let col0 = g.at("dequantized_col0").obj();
     let mut checked = 0;
-    for (hf, want) in g.get("dequantized").obj() {
+    for (hf, want) in g.at("dequantized").obj() {
         let (v, shape) = hf_tensor(&f, &bytes, hf);
         let want = want.f32s();
         // transformers dequantizes with gguf-py, which does ggml's f32 arithmetic: bit-exact.
@@ -401,15 +270,15 @@ fn fixture_dequantized_matches_transformers() {
 #[test]
 fn dequant_blocks_match_gguf_py() {
     let g = load_golden();
-    for (name, case) in g.get("dequant_blocks").obj() {
-        let t = case.get("ggml_type").num() as u32;
+    for (name, case) in g.at("dequant_blocks").obj() {
+        let t = case.at("ggml_type").num() as u32;
         assert_eq!(ggml_type_name(t), name.as_str());
-        let hex = case.get("bytes_hex").str();
+        let hex = case.at("bytes_hex").str();
         let raw: Vec<u8> = (0..hex.len())
             .step_by(2)
             .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
             .collect();
-        let want = case.get("values").f32s();
+        let want = case.at("values").f32s();
         let got = dequantize(t, &raw, want.len()).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(got.len(), want.len());
         for (i, (a, b)) in got.iter().zip(&want).enumerate() {
