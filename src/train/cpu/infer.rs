@@ -1,7 +1,9 @@
 //! Inference with key/value caches. A forward pass takes a ragged batch: each sequence brings
 //! its own cache and new tokens (a whole prompt when it starts, one token per step after), and
 //! every linear layer runs once over all the rows, so decoding many sequences together costs
-//! little more than one. Same operations and weights as training, no saved activations.
+//! little more than one. The layers are the training forward's ([`super::model::layers`]): only
+//! the rows' kernels and their attention over the cache differ ([`CachedRows`]), and nothing is
+//! kept for a backward.
 //!
 //! Rows of a multi-token feed (or a first feed) go through the GEMM kernel, rows of a one-token
 //! decoding step through a GEMV kernel that reads each weight once without packing. Each kernel's
@@ -11,6 +13,7 @@
 use rayon::prelude::*;
 
 use super::gemm::{linear_gemm, linear_gemv};
+use super::model::{Rows, head, layers};
 use super::ops;
 use crate::train::config::ModelConfig;
 use crate::train::params::Weights;
@@ -87,10 +90,7 @@ impl<'a> Forward<'a> {
         assert_eq!(caches.len(), tokens.len());
         assert!(tokens.iter().all(|t| !t.is_empty()), "feed needs tokens");
         let cfg = self.cfg;
-        let (d, f, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
-        let (heads, kv_heads) = (cfg.num_heads, cfg.kv_heads());
-        let (qw, kw) = (heads * hd, kv_heads * hd);
-        let eps = cfg.norm_eps as f32;
+        let d = cfg.hidden_size;
         // Row r is a token of sequence seq[r] at position pos[r]; prefill rows come first, then
         // one row per decoding sequence, so each block takes its own kernel.
         let is_decoding: Vec<bool> = (0..tokens.len())
@@ -108,7 +108,7 @@ impl<'a> Forward<'a> {
         for &s in &order {
             for (i, &tok) in tokens[s].iter().enumerate() {
                 seq.push(s);
-                pos.push(caches[s].len + i);
+                pos.push((caches[s].len + i) as u32);
                 flat.push(tok);
             }
             last_row[s] = flat.len() - 1;
@@ -119,101 +119,102 @@ impl<'a> Forward<'a> {
             .take_while(|&&s| !decoding(s))
             .map(|&s| tokens[s].len())
             .sum::<usize>();
-        let linear = |x: &[f32], w: &[f32], m: usize, k: usize, out: usize, y: &mut [f32]| {
-            linear_split(x, w, split, m, k, out, y)
-        };
-        self.rope.ensure(pos.iter().max().map_or(0, |p| p + 1));
+        self.rope
+            .ensure(pos.iter().max().map_or(0, |&p| p as usize + 1));
         let mut x = vec![0.0f32; n * d];
         ops::embedding_forward(&self.w.embed, &flat, d, &mut x);
-        let mut xn = vec![0.0f32; n * d];
-        let mut rstd = vec![0.0f32; n];
-        let scale = 1.0 / (hd as f32).sqrt();
-        for (li, l) in self.w.layers.iter().enumerate() {
-            ops::rmsnorm_forward(&x, &l.attn_norm, eps, d, &mut xn, &mut rstd);
-            let mut q = vec![0.0f32; n * qw];
-            let mut k = vec![0.0f32; n * kw];
-            let mut v = vec![0.0f32; n * kw];
-            linear(&xn, &l.q, n, d, qw, &mut q);
-            linear(&xn, &l.k, n, d, kw, &mut k);
-            linear(&xn, &l.v, n, d, kw, &mut v);
-            for r in 0..n {
-                for h in q[r * qw..(r + 1) * qw].chunks_mut(hd) {
-                    self.rope.rotate(h, pos[r]);
-                }
-                for h in k[r * kw..(r + 1) * kw].chunks_mut(hd) {
-                    self.rope.rotate(h, pos[r]);
-                }
-            }
-            for r in 0..n {
-                let c = &mut caches[seq[r]];
-                c.keys[li].extend_from_slice(&k[r * kw..(r + 1) * kw]);
-                c.values[li].extend_from_slice(&v[r * kw..(r + 1) * kw]);
-            }
-            let layer_kv: Vec<(&[f32], &[f32])> = caches
-                .iter()
-                .map(|c| (c.keys[li].as_slice(), c.values[li].as_slice()))
-                .collect();
-            let mut o = vec![0.0f32; n * qw];
-            o.par_chunks_mut(hd).enumerate().for_each(|(rh, out)| {
-                let (r, h) = (rh / heads, rh % heads);
-                let kvh = h / (heads / kv_heads);
-                let (keys, values) = layer_kv[seq[r]];
-                let qv = &q[r * qw + h * hd..r * qw + (h + 1) * hd];
-                let last = pos[r];
-                let scores: Vec<f32> = (0..=last)
-                    .map(|j| {
-                        let kv = &keys[j * kw + kvh * hd..j * kw + (kvh + 1) * hd];
-                        qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() * scale
-                    })
-                    .collect();
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let weights: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
-                let z: f32 = weights.iter().sum();
-                out.fill(0.0);
-                for (j, p) in weights.iter().enumerate() {
-                    let vv = &values[j * kw + kvh * hd..j * kw + (kvh + 1) * hd];
-                    for (o, v) in out.iter_mut().zip(vv) {
-                        *o += p / z * v;
-                    }
-                }
-            });
-            let mut attn = vec![0.0f32; n * d];
-            linear(&o, &l.o, n, qw, d, &mut attn);
-            x.iter_mut().zip(&attn).for_each(|(x, a)| *x += a);
-            ops::rmsnorm_forward(&x, &l.mlp_norm, eps, d, &mut xn, &mut rstd);
-            let mut gate = vec![0.0f32; n * f];
-            let mut up = vec![0.0f32; n * f];
-            linear(&xn, &l.gate, n, d, f, &mut gate);
-            linear(&xn, &l.up, n, d, f, &mut up);
-            let mut h = vec![0.0f32; n * f];
-            ops::swiglu_forward(&gate, &up, &mut h);
-            let mut mlp = vec![0.0f32; n * d];
-            linear(&h, &l.down, n, f, d, &mut mlp);
-            x.iter_mut().zip(&mlp).for_each(|(x, a)| *x += a);
-        }
+        let mut rows = CachedRows {
+            cfg,
+            caches,
+            seq: &seq,
+            pos: &pos,
+            split,
+        };
+        let x = layers(cfg, self.w, &self.rope, x, &pos, &mut rows, None);
         for (c, t) in caches.iter_mut().zip(tokens) {
             c.len += t.len();
         }
         // The last row of each sequence through the final norm and the output layer, prefill
         // sequences first again (each with the kernel its rows had).
-        let b = tokens.len();
-        let mut last = Vec::with_capacity(b * d);
+        let mut last = Vec::with_capacity(tokens.len() * d);
         for &s in &order {
             let r = last_row[s];
             last.extend_from_slice(&x[r * d..(r + 1) * d]);
         }
-        let mut xf = vec![0.0f32; b * d];
-        let mut r = vec![0.0f32; b];
-        ops::rmsnorm_forward(&last, &self.w.norm, eps, d, &mut xf, &mut r);
-        let vocab = cfg.vocab_size;
-        let mut logits = vec![0.0f32; b * vocab];
         let prefilling = order.iter().take_while(|&&s| !decoding(s)).count();
-        linear_split(&xf, self.w.output(), prefilling, b, d, vocab, &mut logits);
+        let b = tokens.len();
+        let kernel = |x: &[f32], w: &[f32], k: usize, out: usize, y: &mut [f32]| {
+            linear_split(x, w, prefilling, b, k, out, y)
+        };
+        let (logits, _, _) = head(cfg, self.w, &last, &kernel);
+        let vocab = cfg.vocab_size;
         let mut out = vec![Vec::new(); b];
         for (i, &s) in order.iter().enumerate() {
             out[s] = logits[i * vocab..(i + 1) * vocab].to_vec();
         }
         out
+    }
+}
+
+/// Inference's rows: new tokens of several sequences, prefill rows through the GEMM and one-token
+/// decoding rows through the GEMV; each row attends to its sequence's cached keys and values up
+/// to its own position (the new ones are cached first).
+struct CachedRows<'a, 'c> {
+    cfg: &'a ModelConfig,
+    caches: &'a mut [&'c mut KvCache],
+    /// The sequence and position of each row.
+    seq: &'a [usize],
+    pos: &'a [u32],
+    /// Rows before this one are prefill rows.
+    split: usize,
+}
+
+impl Rows for CachedRows<'_, '_> {
+    fn linear(&self, x: &[f32], w: &[f32], k: usize, n: usize, y: &mut [f32]) {
+        linear_split(x, w, self.split, self.seq.len(), k, n, y);
+    }
+
+    fn attend(&mut self, li: usize, q: &[f32], k: &[f32], v: &[f32], o: &mut [f32]) -> Vec<f32> {
+        let cfg = self.cfg;
+        let hd = cfg.head_dim();
+        let (heads, kv_heads) = (cfg.num_heads, cfg.kv_heads());
+        let (qw, kw) = (heads * hd, kv_heads * hd);
+        let (seq, pos) = (self.seq, self.pos);
+        for r in 0..seq.len() {
+            let c = &mut self.caches[seq[r]];
+            c.keys[li].extend_from_slice(&k[r * kw..(r + 1) * kw]);
+            c.values[li].extend_from_slice(&v[r * kw..(r + 1) * kw]);
+        }
+        let layer_kv: Vec<(&[f32], &[f32])> = self
+            .caches
+            .iter()
+            .map(|c| (c.keys[li].as_slice(), c.values[li].as_slice()))
+            .collect();
+        let scale = 1.0 / (hd as f32).sqrt();
+        o.par_chunks_mut(hd).enumerate().for_each(|(rh, out)| {
+            let (r, h) = (rh / heads, rh % heads);
+            let kvh = h / (heads / kv_heads);
+            let (keys, values) = layer_kv[seq[r]];
+            let qv = &q[r * qw + h * hd..r * qw + (h + 1) * hd];
+            let last = pos[r] as usize;
+            let scores: Vec<f32> = (0..=last)
+                .map(|j| {
+                    let kv = &keys[j * kw + kvh * hd..j * kw + (kvh + 1) * hd];
+                    qv.iter().zip(kv).map(|(a, b)| a * b).sum::<f32>() * scale
+                })
+                .collect();
+            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let weights: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+            let z: f32 = weights.iter().sum();
+            out.fill(0.0);
+            for (j, p) in weights.iter().enumerate() {
+                let vv = &values[j * kw + kvh * hd..j * kw + (kvh + 1) * hd];
+                for (o, v) in out.iter_mut().zip(vv) {
+                    *o += p / z * v;
+                }
+            }
+        });
+        Vec::new()
     }
 }
 
@@ -294,5 +295,39 @@ mod tests {
         fresh.feed(&prompts[2][..3]);
         let resumed = fwd.run(&mut [&mut c], &[&prompts[2][3..]]);
         assert_eq!(resumed[0], fresh.feed(&prompts[2][3..]));
+    }
+
+    /// Inference is the training forward with cached attention: the logits after each token of
+    /// a prompt fed one by one equal the training forward's (within float rounding: the two
+    /// attention kernels sum in different orders).
+    #[test]
+    fn cached_decoding_gives_the_training_forwards_logits() {
+        let cfg = crate::train::params::tests::tiny();
+        let w = Weights::init(&cfg, 5, 0.5);
+        let tokens: Vec<u32> = vec![3, 1, 4, 1, 5, 9, 2, 6];
+        let t = tokens.len();
+        let batch = crate::train::backend::Batch {
+            batch: 1,
+            seq: t,
+            inputs: tokens.clone(),
+            targets: vec![-100; t],
+            positions: (0..t as u32).collect(),
+            starts: vec![0; t],
+        };
+        let mut rope = RopeTable::new(&cfg.rope, cfg.head_dim());
+        rope.ensure(t);
+        let (_, want) = super::super::model::forward(&cfg, &w, &rope, &batch);
+        let mut dec = Decoder::new(&cfg, &w);
+        let v = cfg.vocab_size;
+        for (i, &tok) in tokens.iter().enumerate() {
+            let got = dec.feed(&[tok]);
+            let row = &want[i * v..(i + 1) * v];
+            let worst = got
+                .iter()
+                .zip(row)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "token {i}: {worst}");
+        }
     }
 }

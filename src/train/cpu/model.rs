@@ -69,6 +69,135 @@ fn rope_rows(
         });
 }
 
+/// How one forward pass runs its rows: the linear kernel each row takes, and the attention over
+/// what each row may see. Training runs whole samples (causal or document-masked attention,
+/// keeping what the backward needs); inference runs new tokens against the keys and values
+/// cached for their sequences ([`super::infer`]). Everything else of a layer is [`layers`].
+pub trait Rows {
+    /// `y = x · wᵀ` for every row (`k` inputs, `n` outputs each).
+    fn linear(&self, x: &[f32], w: &[f32], k: usize, n: usize, y: &mut [f32]);
+    /// Layer `layer`'s attention output `o` from the rows' rotated queries, keys and values;
+    /// returns what the attention's backward needs (log-sum-exp per row and head), or nothing.
+    fn attend(&mut self, layer: usize, q: &[f32], k: &[f32], v: &[f32], o: &mut [f32]) -> Vec<f32>;
+}
+
+/// The decoder layers over the embedded rows `x` (row r at position `positions[r]`): per layer
+/// x → RMSNorm → q, k, v (+RoPE) → attention → o_proj → +x → RMSNorm → SwiGLU MLP → +x. Returns
+/// the last layer's output; with `keep`, each layer's activations are kept for the backward.
+/// The one forward of the model: training and inference differ only in their [`Rows`].
+pub fn layers(
+    cfg: &ModelConfig,
+    w: &Weights,
+    rope: &RopeTable,
+    mut x: Vec<f32>,
+    positions: &[u32],
+    rows: &mut dyn Rows,
+    mut keep: Option<&mut Vec<LayerActs>>,
+) -> Vec<f32> {
+    let n = positions.len();
+    let (d, f, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
+    let (qw, kw) = (cfg.num_heads * hd, cfg.kv_heads() * hd);
+    let eps = cfg.norm_eps as f32;
+    for (li, l) in w.layers.iter().enumerate() {
+        let (mut xn1, mut rstd1) = (vec![0.0f32; n * d], vec![0.0f32; n]);
+        ops::rmsnorm_forward(&x, &l.attn_norm, eps, d, &mut xn1, &mut rstd1);
+        let (mut q, mut k, mut v) = (
+            vec![0.0f32; n * qw],
+            vec![0.0f32; n * kw],
+            vec![0.0f32; n * kw],
+        );
+        rows.linear(&xn1, &l.q, d, qw, &mut q);
+        rows.linear(&xn1, &l.k, d, kw, &mut k);
+        rows.linear(&xn1, &l.v, d, kw, &mut v);
+        rope_rows(rope, &mut q, qw, hd, positions, false);
+        rope_rows(rope, &mut k, kw, hd, positions, false);
+        let mut o = vec![0.0f32; n * qw];
+        let lse = rows.attend(li, &q, &k, &v, &mut o);
+        let mut x_mid = vec![0.0f32; n * d];
+        rows.linear(&o, &l.o, qw, d, &mut x_mid);
+        add_into(&mut x_mid, &x);
+        let (mut xn2, mut rstd2) = (vec![0.0f32; n * d], vec![0.0f32; n]);
+        ops::rmsnorm_forward(&x_mid, &l.mlp_norm, eps, d, &mut xn2, &mut rstd2);
+        let (mut gate, mut up, mut h) = (
+            vec![0.0f32; n * f],
+            vec![0.0f32; n * f],
+            vec![0.0f32; n * f],
+        );
+        rows.linear(&xn2, &l.gate, d, f, &mut gate);
+        rows.linear(&xn2, &l.up, d, f, &mut up);
+        ops::swiglu_forward(&gate, &up, &mut h);
+        let mut out = vec![0.0f32; n * d];
+        rows.linear(&h, &l.down, f, d, &mut out);
+        add_into(&mut out, &x_mid);
+        if let Some(keep) = keep.as_deref_mut() {
+            keep.push(LayerActs {
+                x_in: x,
+                xn1,
+                rstd1,
+                q,
+                k,
+                v,
+                o,
+                lse,
+                x_mid,
+                xn2,
+                rstd2,
+                gate,
+                up,
+                h,
+            });
+        }
+        x = out;
+    }
+    x
+}
+
+/// Training's rows: whole samples, every row through the GEMM, attention within each sample
+/// (within each document fragment with masking), keeping its log-sum-exp.
+struct SampleRows<'a> {
+    shape: AttentionShape,
+    starts: &'a [u32],
+    n: usize,
+}
+
+impl Rows for SampleRows<'_> {
+    fn linear(&self, x: &[f32], w: &[f32], k: usize, n: usize, y: &mut [f32]) {
+        linear(x, w, self.n, k, n, y);
+    }
+
+    fn attend(
+        &mut self,
+        _layer: usize,
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        o: &mut [f32],
+    ) -> Vec<f32> {
+        let sh = self.shape;
+        let mut lse = vec![0.0f32; sh.batch * sh.heads * sh.seq];
+        attention::forward(sh, q, k, v, self.starts, o, &mut lse);
+        lse
+    }
+}
+
+/// The final RMSNorm and the output projection of rows `x`: their logits `[rows, vocab]` (and,
+/// for the backward, the normalised rows and their inverse RMS).
+pub fn head(
+    cfg: &ModelConfig,
+    w: &Weights,
+    x: &[f32],
+    linear: &dyn Fn(&[f32], &[f32], usize, usize, &mut [f32]),
+) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
+    let d = cfg.hidden_size;
+    let rows = x.len() / d;
+    let mut xnf = vec![0.0f32; rows * d];
+    let mut rstdf = vec![0.0f32; rows];
+    ops::rmsnorm_forward(x, &w.norm, cfg.norm_eps as f32, d, &mut xnf, &mut rstdf);
+    let mut logits = vec![0.0f32; rows * cfg.vocab_size];
+    linear(&xnf, w.output(), d, cfg.vocab_size, &mut logits);
+    (logits, xnf, rstdf)
+}
+
 /// Forward: the saved activations and the logits `[n, vocab]`.
 pub fn forward(
     cfg: &ModelConfig,
@@ -77,56 +206,29 @@ pub fn forward(
     batch: &Batch,
 ) -> (Acts, Vec<f32>) {
     let n = batch.batch * batch.seq;
-    let (d, f, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim());
-    let (qw, kw) = (cfg.num_heads * hd, cfg.kv_heads() * hd);
-    let eps = cfg.norm_eps as f32;
-    let sh = shape(cfg, batch);
+    let d = cfg.hidden_size;
     let mut x = vec![0.0f32; n * d];
     ops::embedding_forward(&w.embed, &batch.inputs, d, &mut x);
-    let mut layers = Vec::with_capacity(cfg.num_layers);
-    for l in &w.layers {
-        let mut a = LayerActs {
-            xn1: vec![0.0; n * d],
-            rstd1: vec![0.0; n],
-            q: vec![0.0; n * qw],
-            k: vec![0.0; n * kw],
-            v: vec![0.0; n * kw],
-            o: vec![0.0; n * qw],
-            lse: vec![0.0; batch.batch * cfg.num_heads * batch.seq],
-            x_mid: vec![0.0; n * d],
-            xn2: vec![0.0; n * d],
-            rstd2: vec![0.0; n],
-            gate: vec![0.0; n * f],
-            up: vec![0.0; n * f],
-            h: vec![0.0; n * f],
-            x_in: x,
-        };
-        ops::rmsnorm_forward(&a.x_in, &l.attn_norm, eps, d, &mut a.xn1, &mut a.rstd1);
-        linear(&a.xn1, &l.q, n, d, qw, &mut a.q);
-        linear(&a.xn1, &l.k, n, d, kw, &mut a.k);
-        linear(&a.xn1, &l.v, n, d, kw, &mut a.v);
-        rope_rows(rope, &mut a.q, qw, hd, &batch.positions, false);
-        rope_rows(rope, &mut a.k, kw, hd, &batch.positions, false);
-        attention::forward(sh, &a.q, &a.k, &a.v, &batch.starts, &mut a.o, &mut a.lse);
-        linear(&a.o, &l.o, n, qw, d, &mut a.x_mid);
-        add_into(&mut a.x_mid, &a.x_in);
-        ops::rmsnorm_forward(&a.x_mid, &l.mlp_norm, eps, d, &mut a.xn2, &mut a.rstd2);
-        linear(&a.xn2, &l.gate, n, d, f, &mut a.gate);
-        linear(&a.xn2, &l.up, n, d, f, &mut a.up);
-        ops::swiglu_forward(&a.gate, &a.up, &mut a.h);
-        let mut out = vec![0.0f32; n * d];
-        linear(&a.h, &l.down, n, f, d, &mut out);
-        add_into(&mut out, &a.x_mid);
-        x = out;
-        layers.push(a);
-    }
-    let mut xnf = vec![0.0f32; n * d];
-    let mut rstdf = vec![0.0f32; n];
-    ops::rmsnorm_forward(&x, &w.norm, eps, d, &mut xnf, &mut rstdf);
-    let mut logits = vec![0.0f32; n * cfg.vocab_size];
-    linear(&xnf, w.output(), n, d, cfg.vocab_size, &mut logits);
+    let mut rows = SampleRows {
+        shape: shape(cfg, batch),
+        starts: &batch.starts,
+        n,
+    };
+    let mut kept = Vec::with_capacity(cfg.num_layers);
+    let x = layers(
+        cfg,
+        w,
+        rope,
+        x,
+        &batch.positions,
+        &mut rows,
+        Some(&mut kept),
+    );
+    let gemm =
+        |x: &[f32], w: &[f32], k: usize, out: usize, y: &mut [f32]| linear(x, w, n, k, out, y);
+    let (logits, xnf, rstdf) = head(cfg, w, &x, &gemm);
     let acts = Acts {
-        layers,
+        layers: kept,
         x_final: x,
         xnf,
         rstdf,
