@@ -180,13 +180,16 @@ impl Rows for SampleRows<'_> {
     }
 }
 
+/// A linear kernel over some rows: `(x, w, k, n, y)` computes `y = x · wᵀ`.
+pub type Kernel<'a> = dyn Fn(&[f32], &[f32], usize, usize, &mut [f32]) + 'a;
+
 /// The final RMSNorm and the output projection of rows `x`: their logits `[rows, vocab]` (and,
 /// for the backward, the normalised rows and their inverse RMS).
 pub fn head(
     cfg: &ModelConfig,
     w: &Weights,
     x: &[f32],
-    linear: &dyn Fn(&[f32], &[f32], usize, usize, &mut [f32]),
+    linear: &Kernel<'_>,
 ) -> (Vec<f32>, Vec<f32>, Vec<f32>) {
     let d = cfg.hidden_size;
     let rows = x.len() / d;
