@@ -14,6 +14,11 @@ pub enum GristError {
     #[error("{0}")]
     Usage(String),
 
+    /// No usable GPU for the CUDA backend (no driver, no device, an unsupported one, a CUDA
+    /// library missing): the sentence says which.
+    #[error("{0}")]
+    Device(String),
+
     #[error("{}: {source}", path.display())]
     Io {
         path: PathBuf,
@@ -103,10 +108,11 @@ impl GristError {
         }
     }
 
-    /// Process exit code for this error: 2 for config and usage, 1 for everything else.
+    /// Process exit code for this error: 2 for config, usage and a missing GPU, 1 for
+    /// everything else.
     pub fn exit_code(&self) -> i32 {
         match self {
-            GristError::Config(_) | GristError::Usage(_) => 2,
+            GristError::Config(_) | GristError::Usage(_) | GristError::Device(_) => 2,
             _ => 1,
         }
     }

@@ -4,8 +4,9 @@
 //! out, and the host copies weights back only for checkpoints.
 
 use super::config::ModelConfig;
+use super::cpu::ops::IGNORE;
 use super::params::Weights;
-use crate::error::Result;
+use crate::error::{GristError, Result};
 
 /// One micro-batch: `batch` samples of `seq` tokens, flattened sample-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -26,6 +27,52 @@ impl Batch {
     /// Targets that count towards the loss.
     pub fn counted(&self) -> usize {
         self.targets.iter().filter(|&&t| t >= 0).count()
+    }
+
+    /// Refuses a batch a model with `vocab` tokens cannot take: arrays that do not match
+    /// `batch × seq`, token ids outside the vocabulary, a start after its position.
+    pub fn check(&self, vocab: usize) -> Result<()> {
+        let n = self.batch * self.seq;
+        if [
+            self.inputs.len(),
+            self.targets.len(),
+            self.positions.len(),
+            self.starts.len(),
+        ]
+        .iter()
+        .any(|&l| l != n)
+        {
+            return Err(GristError::Usage(
+                "batch: arrays do not match batch × seq".into(),
+            ));
+        }
+        if let Some(t) = self.inputs.iter().find(|&&t| t as usize >= vocab) {
+            return Err(GristError::Usage(format!(
+                "token id {t} is outside the model's vocabulary ({vocab}); was the data made with another tokenizer?"
+            )));
+        }
+        if let Some(t) = self
+            .targets
+            .iter()
+            .find(|&&t| t >= vocab as i32 || t < IGNORE)
+        {
+            return Err(GristError::Usage(format!(
+                "token id {t} is outside the model's vocabulary ({vocab})"
+            )));
+        }
+        for (i, &s) in self.starts.iter().enumerate() {
+            if s as usize > i % self.seq {
+                return Err(GristError::Usage(
+                    "batch: a start lies after its position".into(),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// One past the largest position.
+    pub fn positions_needed(&self) -> usize {
+        self.positions.iter().max().map_or(0, |&p| p as usize + 1)
     }
 }
 
@@ -65,4 +112,16 @@ pub trait Backend {
     /// The first and second moments, copied to the host.
     fn optimizer_state(&self) -> Result<(Weights, Weights)>;
     fn set_optimizer_state(&mut self, m: Weights, v: Weights) -> Result<()>;
+    /// Waits for the work queued so far (a backend with a device queue; a no-op otherwise).
+    fn synchronize(&mut self) -> Result<()> {
+        Ok(())
+    }
+    /// Device memory in use, in bytes, where the backend has a device.
+    fn device_memory(&self) -> Option<usize> {
+        None
+    }
+    /// The device's dense bf16 peak in FLOP/s, where known (for MFU).
+    fn peak_flops(&self) -> Option<f64> {
+        None
+    }
 }

@@ -157,6 +157,23 @@ impl ModelConfig {
         out
     }
 
+    /// Training FLOPs per token at sequence length `seq` (forward and backward): 6·N for the
+    /// matrix products, N the parameters without the input embedding when it is not tied (a
+    /// lookup, not a product), plus 6·L·H·head_dim·seq for causal attention's scores and
+    /// weighted sums (half of a full attention's 12·L·H·head_dim·seq). The MFU formula of
+    /// PaLM's appendix B, as llm.c and nanoGPT count it.
+    pub fn flops_per_token(&self, seq: usize) -> f64 {
+        let lookup = if self.tie_embeddings {
+            0
+        } else {
+            self.vocab_size * self.hidden_size
+        };
+        let n = self.parameter_count().saturating_sub(lookup) as f64;
+        let attention =
+            6.0 * (self.num_layers * self.num_heads * self.head_dim()) as f64 * seq as f64;
+        6.0 * n + attention
+    }
+
     /// Parameters in all (the output projection counted once when tied); `usize::MAX` for a
     /// shape too large to count ([`problems`](Self::problems) reports it).
     pub fn parameter_count(&self) -> usize {
@@ -376,8 +393,17 @@ pub struct TrainConfig {
     /// Standard deviation of the random initialisation (`pretrain`).
     #[serde(default = "default_init_std")]
     pub init_std: f64,
+    /// `cpu` (f32, the reference) or `cuda` (an NVIDIA GPU; see the README's trainer section).
     #[serde(default)]
     pub backend: BackendKind,
+    /// `cuda`: `bf16` (default: bf16 activations and GEMM operands, f32 master weights, moments
+    /// and accumulation) or `f32` (everything f32, for checking). `cpu` is always f32.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub precision: Option<Precision>,
+    /// `cuda`: keep only each layer's input for the backward and recompute the rest of the
+    /// layer then (less memory for long sequences, about a third more compute).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub recompute: bool,
 }
 
 fn default_micro_batch() -> usize {
@@ -405,6 +431,35 @@ pub enum BackendKind {
     #[default]
     Cpu,
     Cuda,
+}
+
+impl BackendKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackendKind::Cpu => "cpu",
+            BackendKind::Cuda => "cuda",
+        }
+    }
+}
+
+/// The CUDA backend's number formats: `bf16` keeps f32 master weights, gradients and AdamW
+/// moments and runs activations and GEMM operands in bf16 (f32 accumulation); `f32` runs
+/// everything in f32.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Precision {
+    #[default]
+    Bf16,
+    F32,
+}
+
+impl Precision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Precision::Bf16 => "bf16",
+            Precision::F32 => "f32",
+        }
+    }
 }
 
 /// Where samples come from: a `mix` output directory (`train` and `valid` datasets).
@@ -672,6 +727,20 @@ impl TrainConfig {
         }
         if self.checkpoint.keep == 0 {
             out.push(("checkpoint", "checkpoint.keep: must be at least 1".into()));
+        }
+        if self.backend == BackendKind::Cpu {
+            if self.precision == Some(Precision::Bf16) {
+                out.push((
+                    "precision",
+                    "precision: the cpu backend runs in f32 only; drop `precision` or use `backend: cuda`".into(),
+                ));
+            }
+            if self.recompute {
+                out.push((
+                    "recompute",
+                    "recompute: only the cuda backend recomputes activations".into(),
+                ));
+            }
         }
         if !(self.init_std > 0.0 && self.init_std <= 10.0) {
             out.push((

@@ -4,6 +4,7 @@
 use super::config::ModelConfig;
 use super::cpu::infer::Decoder;
 use super::params::Weights;
+use crate::error::Result;
 use crate::util::SplitMix64;
 
 #[derive(Debug, Clone)]
@@ -101,11 +102,26 @@ pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut SplitMix64) -> u32 {
     order[probs.len() - 1]
 }
 
-/// Continues `prompt` (non-empty) with up to `p.max_new_tokens` tokens.
+/// A model with a key/value cache: feeds tokens, answers the logits after the last.
+pub trait Feed {
+    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>>;
+}
+
+impl Feed for Decoder<'_> {
+    fn feed(&mut self, tokens: &[u32]) -> Result<Vec<f32>> {
+        Ok(Decoder::feed(self, tokens))
+    }
+}
+
+/// Continues `prompt` (non-empty) with up to `p.max_new_tokens` tokens, on the CPU.
 pub fn generate(cfg: &ModelConfig, w: &Weights, prompt: &[u32], p: &SamplingParams) -> Generated {
-    let mut dec = Decoder::new(cfg, w);
+    generate_with(&mut Decoder::new(cfg, w), prompt, p).expect("the CPU decoder does not fail")
+}
+
+/// Continues `prompt` (non-empty) with up to `p.max_new_tokens` tokens from `dec`.
+pub fn generate_with(dec: &mut dyn Feed, prompt: &[u32], p: &SamplingParams) -> Result<Generated> {
     let mut rng = SplitMix64(p.seed ^ 0x5a3b1e);
-    let mut logits = dec.feed(prompt);
+    let mut logits = dec.feed(prompt)?;
     let prompt_logits = logits.clone();
     let mut ids = Vec::new();
     let mut finish = Finish::Length;
@@ -119,13 +135,13 @@ pub fn generate(cfg: &ModelConfig, w: &Weights, prompt: &[u32], p: &SamplingPara
         if ids.len() == p.max_new_tokens {
             break;
         }
-        logits = dec.feed(&[next]);
+        logits = dec.feed(&[next])?;
     }
-    Generated {
+    Ok(Generated {
         ids,
         finish,
         prompt_logits,
-    }
+    })
 }
 
 #[cfg(test)]

@@ -127,6 +127,21 @@ impl RopeTable {
         }
     }
 
+    /// Positions in the table.
+    pub fn len(&self) -> usize {
+        self.cos.len() / self.half().max(1)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.cos.is_empty()
+    }
+
+    /// The cos and sin tables, `head_dim / 2` values per position (what the CUDA backend
+    /// uploads).
+    pub fn tables(&self) -> (&[f32], &[f32]) {
+        (&self.cos, &self.sin)
+    }
+
     fn at(&self, pos: usize) -> (&[f32], &[f32]) {
         let half = self.half();
         (

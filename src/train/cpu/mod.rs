@@ -45,40 +45,8 @@ impl CpuBackend {
     }
 
     fn check(&mut self, batch: &Batch) -> Result<()> {
-        let n = batch.batch * batch.seq;
-        if [
-            batch.inputs.len(),
-            batch.targets.len(),
-            batch.positions.len(),
-            batch.starts.len(),
-        ]
-        .iter()
-        .any(|&l| l != n)
-        {
-            return Err(GristError::Usage(
-                "batch: arrays do not match batch × seq".into(),
-            ));
-        }
-        let vocab = self.cfg.vocab_size;
-        if let Some(t) = batch.inputs.iter().find(|&&t| t as usize >= vocab) {
-            return Err(GristError::Usage(format!(
-                "token id {t} is outside the model's vocabulary ({vocab}); was the data made with another tokenizer?"
-            )));
-        }
-        if let Some(t) = batch.targets.iter().find(|&&t| t >= vocab as i32) {
-            return Err(GristError::Usage(format!(
-                "token id {t} is outside the model's vocabulary ({vocab})"
-            )));
-        }
-        for (i, &s) in batch.starts.iter().enumerate() {
-            if s as usize > i % batch.seq {
-                return Err(GristError::Usage(
-                    "batch: a start lies after its position".into(),
-                ));
-            }
-        }
-        let max_pos = batch.positions.iter().max().copied().unwrap_or(0) as usize;
-        self.rope.ensure(max_pos + 1);
+        batch.check(self.cfg.vocab_size)?;
+        self.rope.ensure(batch.positions_needed());
         Ok(())
     }
 }
