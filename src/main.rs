@@ -106,6 +106,12 @@ enum Command {
     Evaluate(train_cli::EvaluateArgs),
     /// Serve a checkpoint or GGUF file over an OpenAI-compatible HTTP API.
     Serve(train_cli::ServeArgs),
+    /// The CUDA backend: `gpu check` (what is installed, kernels compiled and checked),
+    /// `gpu bench` (training speed).
+    Gpu {
+        #[command(subcommand)]
+        action: train_cli::GpuAction,
+    },
 }
 
 #[derive(Subcommand)]
@@ -415,6 +421,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
         Command::Generate(a) => train_cli::generate(a)?,
         Command::Evaluate(a) => train_cli::evaluate(a)?,
         Command::Serve(a) => train_cli::serve(a)?,
+        Command::Gpu { action } => train_cli::gpu(action)?,
         Command::Inspect {
             path,
             rows,

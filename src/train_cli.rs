@@ -3,8 +3,9 @@
 
 use std::path::PathBuf;
 
-use clap::Args;
+use clap::{Args, ValueEnum};
 use grist::commands::train::{self as command, EvaluateCommand, GenerateCommand};
+use grist::train::config::{BackendKind, Precision};
 use grist::train::generate::SamplingParams;
 
 #[derive(Args)]
@@ -66,6 +67,8 @@ pub struct GenerateArgs {
     /// With --json: also the next-token logits after the prompt.
     #[arg(long, requires = "json")]
     pub logits: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
     /// Worker threads (default: all cores).
     #[arg(long, short = 'j', value_parser = crate::thread_count)]
     pub threads: Option<usize>,
@@ -90,6 +93,47 @@ pub struct EvaluateArgs {
     /// Another RoPE, as JSON: {"theta": 500000, "scaling": {"type": "yarn", ...}}.
     #[arg(long)]
     pub rope: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// Where a model runs.
+#[derive(Args)]
+pub struct DeviceArgs {
+    /// `cpu` (f32) or `cuda` (an NVIDIA GPU).
+    #[arg(long, value_enum, default_value_t = BackendArg::Cpu)]
+    pub backend: BackendArg,
+    /// `cuda`: bf16 activations with f32 accumulation, or f32 throughout.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Bf16)]
+    pub precision: PrecisionArg,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum BackendArg {
+    Cpu,
+    Cuda,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+pub enum PrecisionArg {
+    Bf16,
+    F32,
+}
+
+impl DeviceArgs {
+    pub fn backend(&self) -> BackendKind {
+        match self.backend {
+            BackendArg::Cpu => BackendKind::Cpu,
+            BackendArg::Cuda => BackendKind::Cuda,
+        }
+    }
+
+    pub fn precision(&self) -> Precision {
+        match self.precision {
+            PrecisionArg::Bf16 => Precision::Bf16,
+            PrecisionArg::F32 => Precision::F32,
+        }
+    }
 }
 
 fn threads(n: Option<usize>) -> anyhow::Result<()> {
@@ -142,6 +186,8 @@ pub fn generate(a: GenerateArgs) -> anyhow::Result<()> {
             seed: a.seed,
         },
         logits: a.logits,
+        backend: a.device.backend(),
+        precision: a.device.precision(),
     };
     let out = command::run_generate(&c)?;
     if a.json {
@@ -233,7 +279,126 @@ pub fn evaluate(a: EvaluateArgs) -> anyhow::Result<()> {
         document_masking: a.document_masking,
         reset_position_ids: a.reset_position_ids,
         rope,
+        backend: a.device.backend(),
+        precision: a.device.precision(),
     })?;
     println!("{out}");
+    Ok(())
+}
+
+#[derive(clap::Subcommand)]
+pub enum GpuAction {
+    /// Report NVRTC, the driver and the GPU; compile every kernel; on a GPU, check every kernel
+    /// against its CPU twin and 20 training steps against the CPU backend. Exit 1 if a check
+    /// fails, 2 if NVRTC, the driver or the GPU is missing.
+    Check {
+        /// Only compile the kernels (needs NVRTC alone, no GPU).
+        #[arg(long)]
+        compile_only: bool,
+        /// Architectures to compile for, e.g. 80,90 (default: the GPU's, or 80 and 90).
+        #[arg(long, value_delimiter = ',')]
+        arch: Vec<u32>,
+        /// Print the rows as JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Train for some steps and print tokens/s, MFU and device memory as one JSON line.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A model config (JSON, grist's model fields), randomly initialised.
+    #[arg(long, conflicts_with = "init", required_unless_present = "init")]
+    pub model: Option<PathBuf>,
+    /// Start from this grist checkpoint directory or GGUF file instead.
+    #[arg(long)]
+    pub init: Option<PathBuf>,
+    /// Train on this text (encoded with --init's tokenizer) instead of random tokens.
+    #[arg(long, requires = "init")]
+    pub text: Option<PathBuf>,
+    #[arg(long, default_value_t = 8)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 1024)]
+    pub seq: usize,
+    /// Timed steps.
+    #[arg(long, default_value_t = 20)]
+    pub steps: usize,
+    /// Untimed steps first.
+    #[arg(long, default_value_t = 3)]
+    pub warmup: usize,
+    /// Attend within random documents of seq/16 to seq/2 tokens.
+    #[arg(long)]
+    pub document_masking: bool,
+    /// Recompute each layer's activations in the backward.
+    #[arg(long)]
+    pub recompute: bool,
+    #[arg(long, default_value_t = 3e-4)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// `cuda`, or `cpu` for a comparison.
+    #[arg(long, value_enum, default_value_t = BackendArg::Cuda)]
+    pub backend: BackendArg,
+    /// `cuda`: bf16 activations with f32 accumulation, or f32 throughout.
+    #[arg(long, value_enum, default_value_t = PrecisionArg::Bf16)]
+    pub precision: PrecisionArg,
+}
+
+pub fn gpu(action: GpuAction) -> anyhow::Result<()> {
+    use grist::commands::gpu;
+    match action {
+        GpuAction::Check {
+            compile_only,
+            arch,
+            json,
+        } => {
+            let rows = gpu::check(&gpu::CheckCommand {
+                compile_only,
+                archs: arch,
+            })?;
+            if json {
+                for r in &rows {
+                    println!("{}", serde_json::to_string(r)?);
+                }
+            } else {
+                print!("{}", gpu::render(&rows));
+            }
+            let failed = rows.iter().filter(|r| !r.pass).count();
+            if failed > 0 {
+                return Err(grist::GristError::stage(
+                    "gpu check",
+                    format!("{failed} of {} checks failed", rows.len()),
+                )
+                .into());
+            }
+        }
+        GpuAction::Bench(a) => {
+            let out = gpu::bench(&gpu::BenchCommand {
+                model: a.model,
+                init: a.init,
+                text: a.text,
+                batch: a.batch,
+                seq: a.seq,
+                steps: a.steps,
+                warmup: a.warmup,
+                document_masking: a.document_masking,
+                backend: DeviceArgs {
+                    backend: a.backend,
+                    precision: a.precision,
+                }
+                .backend(),
+                precision: DeviceArgs {
+                    backend: a.backend,
+                    precision: a.precision,
+                }
+                .precision(),
+                recompute: a.recompute,
+                lr: a.lr,
+                seed: a.seed,
+            })?;
+            println!("{out}");
+        }
+    }
     Ok(())
 }

@@ -5,6 +5,7 @@
 
 pub mod classifier;
 pub mod generated;
+pub mod gpu;
 pub mod inspect;
 pub mod tokenizer;
 pub mod train;

@@ -9,11 +9,13 @@ use crate::config::de;
 use crate::config::yaml;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::error::{GristError, Result};
+use crate::train::backend::Backend;
 use crate::train::checkpoint;
-use crate::train::config::{Rope, TrainConfig};
+use crate::train::config::{BackendKind, Precision, Rope, TrainConfig};
 use crate::train::cpu::CpuBackend;
+use crate::train::cuda;
 use crate::train::data::{Layout, Samples};
-use crate::train::generate::{SamplingParams, generate};
+use crate::train::generate::{SamplingParams, generate, generate_with};
 use crate::train::trainer::{self, EvalSpan, Summary};
 
 /// Reads a train config (YAML); every error carries FILE:LINE:COL.
@@ -62,6 +64,9 @@ pub struct EvaluateCommand<'a> {
     pub document_masking: bool,
     pub reset_position_ids: bool,
     pub rope: Option<Rope>,
+    pub backend: BackendKind,
+    /// `cuda`: the number formats.
+    pub precision: Precision,
 }
 
 pub fn evaluate(c: &EvaluateCommand) -> Result<serde_json::Value> {
@@ -74,14 +79,27 @@ pub fn evaluate(c: &EvaluateCommand) -> Result<serde_json::Value> {
         document_masking: c.document_masking,
         reset_position_ids: c.reset_position_ids,
     };
-    let mut backend = CpuBackend::new(model.config, model.weights)?;
+    const BATCH: usize = 8;
+    let mut backend: Box<dyn Backend> = match c.backend {
+        BackendKind::Cpu => Box::new(CpuBackend::new(model.config, model.weights)?),
+        BackendKind::Cuda => cuda::open_backend(
+            model.config,
+            model.weights,
+            c.precision,
+            cuda::CudaOptions {
+                rows: BATCH * c.seq_len,
+                recompute: false,
+                logit_chunk: None,
+            },
+        )?,
+    };
     let span = EvalSpan {
         seq_len: c.seq_len,
         max_samples: c.max_samples,
-        batch_size: 8,
+        batch_size: BATCH,
         layout,
     };
-    let e = trainer::evaluate(&mut backend, &samples, &span, None)?;
+    let e = trainer::evaluate(backend.as_mut(), &samples, &span, None)?;
     Ok(json!({"samples": c.max_samples.min(samples.len()), "tokens": e.tokens, "loss": e.loss}))
 }
 
@@ -93,6 +111,9 @@ pub struct GenerateCommand<'a> {
     pub bos: bool,
     pub params: SamplingParams,
     pub logits: bool,
+    pub backend: BackendKind,
+    /// `cuda`: the number formats.
+    pub precision: Precision,
 }
 
 pub fn run_generate(c: &GenerateCommand) -> Result<serde_json::Value> {
@@ -151,7 +172,20 @@ pub fn run_generate(c: &GenerateCommand) -> Result<serde_json::Value> {
     {
         params.stop_ids.push(eos);
     }
-    let out = generate(&model.config, &model.weights, &ids, &params);
+    let out = match c.backend {
+        BackendKind::Cpu => generate(&model.config, &model.weights, &ids, &params),
+        BackendKind::Cuda => {
+            let capacity = ids.len() + params.max_new_tokens;
+            let mut dec = cuda::open_decoder(
+                model.config.clone(),
+                &model.weights,
+                c.precision,
+                capacity,
+                ids.len(),
+            )?;
+            generate_with(dec.as_mut(), &ids, &params)?
+        }
+    };
     let text = tokenizer
         .as_ref()
         .and_then(|t| t.decode(&out.ids, true).ok());

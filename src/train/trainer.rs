@@ -70,27 +70,46 @@ pub fn start(cfg: &TrainConfig) -> Result<Start> {
     }
 }
 
+/// The backend a run trains on, with its weights loaded.
 pub fn make_backend(
-    kind: BackendKind,
+    cfg: &TrainConfig,
     config: ModelConfig,
     weights: Weights,
 ) -> Result<Box<dyn Backend>> {
-    match kind {
+    match cfg.backend {
         BackendKind::Cpu => Ok(Box::new(CpuBackend::new(config, weights)?)),
-        BackendKind::Cuda => Err(GristError::Usage(
-            "backend `cuda` is not built yet (the CPU backend is the reference it will be checked against); use `backend: cpu`".into(),
-        )),
+        BackendKind::Cuda => super::cuda::open_backend(
+            config,
+            weights,
+            cfg.precision.unwrap_or_default(),
+            super::cuda::CudaOptions {
+                rows: cfg.micro_batch_size * cfg.seq_len,
+                recompute: cfg.recompute,
+                logit_chunk: None,
+            },
+        ),
     }
 }
 
+/// Identifies a run's settings in its checkpoints, so a run directory is not resumed by
+/// another run. Where it runs is not part of it: a run started on `cuda` resumes on `cpu` and
+/// the other way round.
 fn config_hash(cfg: &TrainConfig) -> String {
-    let text = serde_json::to_string(cfg).expect("serializable");
+    let mut what = cfg.clone();
+    what.backend = BackendKind::Cpu;
+    what.precision = None;
+    what.recompute = false;
+    let text = serde_json::to_string(&what).expect("serializable");
     format!("{:016x}", xxhash_rust::xxh3::xxh3_64(text.as_bytes()))
 }
 
-/// Refuses a run that cannot fit in this machine's memory before allocating any of it (an
-/// allocation that fails aborts the process).
+/// Refuses a CPU run that cannot fit in this machine's memory before allocating any of it (an
+/// allocation that fails aborts the process). A CUDA run holds its activations on the GPU, where
+/// an allocation that fails is an error that says so.
 fn check_memory(cfg: &TrainConfig, model: &ModelConfig) -> Result<()> {
+    if cfg.backend == BackendKind::Cuda {
+        return Ok(());
+    }
     let needed = cfg.memory_estimate(model);
     let Some(available) = crate::util::available_memory() else {
         return Ok(());
@@ -174,7 +193,7 @@ pub fn run(cfg: &TrainConfig) -> Result<Summary> {
                 )));
             }
             let loaded = checkpoint::load_model(&dir)?;
-            let mut backend = make_backend(cfg.backend, config.clone(), loaded.weights)?;
+            let mut backend = make_backend(cfg, config.clone(), loaded.weights)?;
             backend.set_optimizer_state(m, v)?;
             tracing::info!("resuming {} at step {}", out.display(), saved.step);
             (backend, saved)
@@ -187,10 +206,7 @@ pub fn run(cfg: &TrainConfig) -> Result<Summary> {
                 seed: cfg.seed,
                 config_hash: hash.clone(),
             };
-            (
-                make_backend(cfg.backend, start.config, start.weights)?,
-                state,
-            )
+            (make_backend(cfg, start.config, start.weights)?, state)
         }
     };
     let metrics_path = out.join("metrics.jsonl");
@@ -258,6 +274,7 @@ pub fn run(cfg: &TrainConfig) -> Result<Summary> {
         state.samples += per_step as u64;
         state.tokens += counted as u64;
         let secs = t0.elapsed().as_secs_f64();
+        let tokens_per_s = (per_step * cfg.seq_len) as f64 / secs.max(1e-9);
         let mut record = json!({
             "step": step,
             "samples": state.samples,
@@ -265,8 +282,14 @@ pub fn run(cfg: &TrainConfig) -> Result<Summary> {
             "loss": if counted > 0 { loss_sum / counted as f64 } else { 0.0 },
             "lr": lr,
             "grad_norm": grad_norm,
-            "tokens_per_s": (per_step * cfg.seq_len) as f64 / secs.max(1e-9),
+            "tokens_per_s": tokens_per_s,
         });
+        if let Some(peak) = backend.peak_flops() {
+            record["mfu"] = json!(tokens_per_s * config.flops_per_token(cfg.seq_len) / peak);
+        }
+        if let Some(bytes) = backend.device_memory() {
+            record["device_memory_bytes"] = json!(bytes);
+        }
         if stream.replay.is_some() {
             record["replay_samples"] = json!(replayed);
         }

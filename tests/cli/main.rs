@@ -5,6 +5,7 @@ mod classifier;
 mod config;
 mod dedup;
 mod filters;
+mod gpu;
 pub mod hardening;
 mod langid;
 mod layers;

@@ -19,7 +19,7 @@ fn fixture(rel: &str) -> PathBuf {
     repo().join("tests/fixtures/train").join(rel)
 }
 
-fn mix_dir() -> String {
+pub(crate) fn mix_dir() -> String {
     repo()
         .join("tests/fixtures/parity/megatron/mix")
         .display()
@@ -272,7 +272,7 @@ fn export_writes_what_transformers_loads() {
     }
 }
 
-fn config(s: &Scratch, name: &str, body: &str) -> String {
+pub(crate) fn config(s: &Scratch, name: &str, body: &str) -> String {
     let text = format!(
         "output: {name}\ndata: {{path: {}}}\nseq_len: 255\ntokenizer: {}\n{body}",
         mix_dir(),
@@ -282,9 +282,9 @@ fn config(s: &Scratch, name: &str, body: &str) -> String {
     format!("{name}.yaml")
 }
 
-const TINY: &str = "model: {vocab_size: 2048, hidden_size: 32, intermediate_size: 64, num_layers: 2, num_heads: 4, num_kv_heads: 2, max_position_embeddings: 256}\n";
+pub(crate) const TINY: &str = "model: {vocab_size: 2048, hidden_size: 32, intermediate_size: 64, num_layers: 2, num_heads: 4, num_kv_heads: 2, max_position_embeddings: 256}\n";
 
-fn losses(s: &Scratch, run: &str) -> Vec<f64> {
+pub(crate) fn losses(s: &Scratch, run: &str) -> Vec<f64> {
     std::fs::read_to_string(s.path(&format!("{run}/metrics.jsonl")))
         .unwrap()
         .lines()
@@ -345,7 +345,7 @@ fn first_loss(s: &Scratch, run: &str) -> f64 {
     losses(s, run)[0]
 }
 
-fn evaluate(s: &Scratch, ckpt: &str, extra: &[&str]) -> f64 {
+pub(crate) fn evaluate(s: &Scratch, ckpt: &str, extra: &[&str]) -> f64 {
     let mix = mix_dir();
     let mut args = vec![
         "evaluate",

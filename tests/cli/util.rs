@@ -360,8 +360,14 @@ pub fn sha256_hex(bytes: impl AsRef<[u8]>) -> String {
 
 /// Runs grist until it reaches the hook `point`, then SIGKILLs it.
 pub fn kill_at(s: &Scratch, args: &[&str], point: &str) {
+    kill_at_env(s, args, point, &[])
+}
+
+/// [`kill_at`] with these environment variables set.
+pub fn kill_at_env(s: &Scratch, args: &[&str], point: &str, env: &[(&str, &str)]) {
     let mut child = s
         .command(args)
+        .envs(env.iter().copied())
         .env("GRIST_PAUSE_AT", point)
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
