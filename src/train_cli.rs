@@ -335,6 +335,9 @@ pub struct BenchArgs {
     pub recompute: bool,
     #[arg(long, default_value_t = 3e-4)]
     pub lr: f64,
+    /// Steps over which the learning rate rises linearly to --lr.
+    #[arg(long, default_value_t = 0)]
+    pub lr_warmup: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// `cuda`, or `cpu` for a comparison.
@@ -395,6 +398,7 @@ pub fn gpu(action: GpuAction) -> anyhow::Result<()> {
                 .precision(),
                 recompute: a.recompute,
                 lr: a.lr,
+                lr_warmup: a.lr_warmup,
                 seed: a.seed,
             })?;
             println!("{out}");

@@ -163,6 +163,8 @@ pub struct BenchCommand {
     pub precision: Precision,
     pub recompute: bool,
     pub lr: f64,
+    /// Steps over which the learning rate rises linearly to `lr` (0: none).
+    pub lr_warmup: usize,
     pub seed: u64,
 }
 
@@ -311,8 +313,13 @@ pub fn bench(c: &BenchCommand) -> Result<serde_json::Value> {
         backend.zero_grads();
         let loss = backend.forward_backward(&b, 1.0 / b.counted() as f32)?;
         let norm = backend.grad_norm()?;
+        let lr = if c.lr_warmup > 0 {
+            c.lr * (step as f64 / c.lr_warmup as f64).min(1.0)
+        } else {
+            c.lr
+        };
         backend.adamw_step(&AdamStep {
-            lr: c.lr,
+            lr,
             beta1: 0.9,
             beta2: 0.95,
             eps: 1e-8,

@@ -228,3 +228,52 @@ fn the_cuda_plan_trains_resumes_evaluates_and_generates_like_the_cpu() {
     assert_eq!(ids.as_array().unwrap().len(), 12);
     assert_eq!(generate(&["--backend", "cuda", "--precision", "f32"]), ids);
 }
+
+/// `grist gpu bench` on the reference device: the figures check.sh reads, with the losses
+/// finite and the memory of the plan reported; on the CPU backend the same first loss.
+#[test]
+fn gpu_bench_reports_speed_memory_and_losses() {
+    let s = Scratch::new();
+    s.write(
+        "m.json",
+        r#"{"vocab_size": 64, "hidden_size": 16, "intermediate_size": 32, "num_layers": 2, "num_heads": 4, "num_kv_heads": 2}"#,
+    );
+    let bench = |extra: &[&str]| {
+        let mut args = vec![
+            "gpu",
+            "bench",
+            "--model",
+            "m.json",
+            "--batch",
+            "2",
+            "--seq",
+            "48",
+            "--steps",
+            "3",
+            "--warmup",
+            "1",
+            "--document-masking",
+            "--precision",
+            "f32",
+        ];
+        args.extend_from_slice(extra);
+        let out = s.grist_env(&args, &[("GRIST_CUDA_DEVICE", "reference")]);
+        assert_ok(&out);
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let cuda = bench(&["--recompute"]);
+    assert_eq!(cuda["backend"], "cuda");
+    assert_eq!(cuda["losses"].as_array().unwrap().len(), 4);
+    assert!(cuda["tokens_per_s"].as_f64().unwrap() > 0.0);
+    assert!(cuda["device_memory_bytes"].as_u64().unwrap() > 0);
+    assert!(
+        cuda["mfu"].is_null(),
+        "no peak is known for the reference device"
+    );
+    let cpu = bench(&["--backend", "cpu"]);
+    let (a, b) = (
+        cuda["first_loss"].as_f64().unwrap(),
+        cpu["first_loss"].as_f64().unwrap(),
+    );
+    assert!((a - b).abs() < 1e-5 * b, "{a} vs {b}");
+}
