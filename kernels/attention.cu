@@ -149,10 +149,11 @@ attention_fwd(const act_t* q, const act_t* k, const act_t* v, const unsigned* st
     }
 
     if (row_ok) {
+        const float inv = l > 0.0f ? 1.0f / l : 0.0f;  // no division by zero, ever
 #pragma unroll
         for (int c = 0; c < ATT_NPL; ++c) {
             int d = lane + 32 * c;
-            if (d < hd) sta(o, qbase + d, l > 0.0f ? acc[c] / l : 0.0f);
+            if (d < hd) sta(o, qbase + d, acc[c] * inv);
         }
         if (lane == 0) lse[((long long)b * heads + h) * tq + i] = m + logf(l);
     }

@@ -25,7 +25,7 @@ extern "C" __global__ void cross_entropy(const float* logits, const int* targets
         float sum = 0.0f;
         for (int j = threadIdx.x; j < vocab; j += blockDim.x) sum += expf(z[j] - mx);
         sum = block_sum(sum);
-        if (threadIdx.x == 0) losses[row] = logf(sum) + (mx - z[t]);
+        if (threadIdx.x == 0) losses[row] = logf(sum) + mx - z[t];
         if (want_grad) {
             for (int j = threadIdx.x; j < vocab; j += blockDim.x) {
                 float g = grad_scale * expf(z[j] - mx) / sum;

@@ -26,8 +26,11 @@ extern "C" __global__ void rmsnorm_bwd(const float* dy, const float* x, const fl
     long long lo = (long long)blockIdx.x * rows_per_block;
     long long hi = lo + rows_per_block;
     if (hi > rows) hi = rows;
+    // A block past the last row (only rows == 0, launched as one block) writes nothing: dw_part
+    // holds exactly ceil(rows / rows_per_block) rows.
+    if (lo >= rows) return;  // block-uniform, before any barrier
     // First, column by column: each thread owns its columns and adds the block's rows in
-    // ascending order (as the CPU does), so dw needs no shared array. Empty blocks write zeros.
+    // ascending order (as the CPU does), so dw needs no shared array.
     // This pass comes first so that it still reads the original dy and x.
     for (int j = threadIdx.x; j < d; j += blockDim.x) {
         float acc = 0.0f;
