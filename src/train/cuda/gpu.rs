@@ -319,24 +319,20 @@ impl GpuDevice {
         )
         .map_err(|e| err("transb", e))?;
         let pref = lt::create_matmul_pref().map_err(|e| err("preference", e))?;
-        let set_pref = |attr, v: u64| {
-            // SAFETY: the preference is live; the value is a u64 as these attributes expect.
-            unsafe {
-                lt::set_matmul_pref_attribute(
-                    pref,
-                    attr,
-                    (&v) as *const u64 as *const c_void,
-                    std::mem::size_of::<u64>(),
-                )
-            }
-        };
         use ltsys::cublasLtMatmulPreferenceAttributes_t as P;
-        set_pref(
-            P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
-            WORKSPACE_BYTES as u64,
-        )
+        let workspace = WORKSPACE_BYTES as u64;
+        // SAFETY: the preference is live; the workspace limit is a uint64_t.
+        unsafe {
+            lt::set_matmul_pref_attribute(
+                pref,
+                P::CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES,
+                (&workspace) as *const u64 as *const c_void,
+                std::mem::size_of::<u64>(),
+            )
+        }
         .map_err(|e| err("workspace preference", e))?;
-        // Alignments of cuBLASLt's A (our b), B (our a), C and D.
+        // Alignments (uint32_t, bytes) of cuBLASLt's A (our b), B (our a), C and D: algorithms
+        // that need more than the pointers have are left out.
         let [aa, ab, ac, ad] = key.align;
         for (attr, v) in [
             (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, ab),
@@ -344,7 +340,16 @@ impl GpuDevice {
             (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, ac),
             (P::CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, ad),
         ] {
-            set_pref(attr, v as u64).map_err(|e| err("alignment preference", e))?;
+            // SAFETY: the preference is live; these attributes are uint32_t.
+            unsafe {
+                lt::set_matmul_pref_attribute(
+                    pref,
+                    attr,
+                    (&v) as *const u32 as *const c_void,
+                    std::mem::size_of::<u32>(),
+                )
+            }
+            .map_err(|e| err("alignment preference", e))?;
         }
         // SAFETY: every descriptor is live.
         let heuristic = unsafe { lt::get_matmul_algo_heuristic(self.lt, desc, a, b, c, c, pref) };
