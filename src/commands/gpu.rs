@@ -16,7 +16,7 @@ use std::time::Instant;
 use serde_json::json;
 
 use crate::error::{GristError, Result};
-use crate::train::backend::{AdamStep, Backend, Batch};
+use crate::train::backend::{Backend, Batch};
 use crate::train::config::{BackendKind, ModelConfig, Precision};
 use crate::train::cpu::CpuBackend;
 use crate::train::cuda::check::{self, Row};
@@ -310,26 +310,13 @@ pub fn bench(c: &BenchCommand) -> Result<serde_json::Value> {
     for step in 1..=(c.warmup + c.steps) as u64 {
         let b = source.batch(c.batch, c.seq, c.document_masking);
         let t0 = Instant::now();
-        backend.zero_grads();
-        let loss = backend.forward_backward(&b, 1.0 / b.counted() as f32)?;
-        let norm = backend.grad_norm()?;
         let lr = if c.lr_warmup > 0 {
             c.lr * (step as f64 / c.lr_warmup as f64).min(1.0)
         } else {
             c.lr
         };
-        backend.adamw_step(&AdamStep {
-            lr,
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay: 0.1,
-            decay_norms_and_embeddings: false,
-            step,
-            grad_scale: if norm > 1.0 { 1.0 / (norm + 1e-6) } else { 1.0 },
-        })?;
+        let mean = check::train_step(backend.as_mut(), &b, lr, step)?;
         backend.synchronize()?;
-        let mean = loss / b.counted() as f64;
         if !mean.is_finite() {
             return Err(GristError::stage(
                 "bench",

@@ -74,11 +74,7 @@ impl<D: Device> DeviceDecoder<D> {
             )));
         }
         let params = ParamLayout::new(&cfg, &mut dev, 1)?;
-        let tensors = weights.tensors();
-        let mut flat = vec![0.0f32; params.total];
-        for (t, &o) in tensors.iter().zip(&params.offsets) {
-            flat[o..o + t.len()].copy_from_slice(t);
-        }
+        let flat = params.flatten(weights)?;
         dev.upload(params.all(0), &flat)?;
         dev.launch(&Kernel::CastToAct {
             x: params.all(0),

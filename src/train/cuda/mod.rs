@@ -162,21 +162,7 @@ impl<D: Device> CudaBackend<D> {
     }
 
     fn upload_tensors(&mut self, w: &Weights, region: usize) -> Result<()> {
-        let tensors = w.tensors();
-        if tensors.len() != self.params.count()
-            || tensors
-                .iter()
-                .zip(&self.params.lens)
-                .any(|(t, &l)| t.len() != l)
-        {
-            return Err(GristError::Usage(
-                "weights do not match the model's tensors".into(),
-            ));
-        }
-        let mut flat = vec![0.0f32; self.params.total];
-        for (t, &o) in tensors.iter().zip(&self.params.offsets) {
-            flat[o..o + t.len()].copy_from_slice(t);
-        }
+        let flat = self.params.flatten(w)?;
         let all = self.params.all(region);
         self.dev.upload(all, &flat)
     }

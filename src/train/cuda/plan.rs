@@ -5,9 +5,9 @@
 //! per element class for a capacity of rows; nothing is allocated per step.
 
 use super::device::{BufId, Class, Device, SUM_SQUARES_BLOCKS, View};
-use crate::error::Result;
+use crate::error::{GristError, Result};
 use crate::train::config::ModelConfig;
-use crate::train::params::{TensorKind, tensor_specs};
+use crate::train::params::{TensorKind, Weights, tensor_specs};
 
 /// Rows per block of the RMSNorm backward (its weight-gradient partial sums).
 pub const NORM_ROWS_PER_BLOCK: usize = 32;
@@ -72,6 +72,23 @@ impl ParamLayout {
             master,
             copies,
         })
+    }
+
+    /// `w`'s tensors laid out as one region (the gaps zero), for one upload.
+    pub fn flatten(&self, w: &Weights) -> Result<Vec<f32>> {
+        let tensors = w.tensors();
+        if tensors.len() != self.count()
+            || tensors.iter().zip(&self.lens).any(|(t, &l)| t.len() != l)
+        {
+            return Err(GristError::Usage(
+                "weights do not match the model's tensors".into(),
+            ));
+        }
+        let mut flat = vec![0.0f32; self.total];
+        for (t, &o) in tensors.iter().zip(&self.offsets) {
+            flat[o..o + t.len()].copy_from_slice(t);
+        }
+        Ok(flat)
     }
 
     fn region(&self, t: usize, region: usize) -> View {

@@ -127,29 +127,33 @@ pub fn check_batch(i: u64, vocab: usize) -> Batch {
     }
 }
 
-/// Trains the check model `steps` steps (AdamW, clipping) on `backend`; the losses.
+/// One optimizer step on one micro-batch, as the checks and `gpu bench` run it: AdamW (betas
+/// 0.9/0.95, weight decay 0.1 on the matrices) at `lr`, the gradient clipped to norm 1. The
+/// mean loss over the batch's counted targets.
+pub fn train_step(backend: &mut dyn Backend, b: &Batch, lr: f64, step: u64) -> Result<f64> {
+    let counted = b.counted().max(1);
+    backend.zero_grads();
+    let loss = backend.forward_backward(b, 1.0 / counted as f32)?;
+    let norm = backend.grad_norm()?;
+    backend.adamw_step(&AdamStep {
+        lr,
+        beta1: 0.9,
+        beta2: 0.95,
+        eps: 1e-8,
+        weight_decay: 0.1,
+        decay_norms_and_embeddings: false,
+        step,
+        grad_scale: if norm > 1.0 { 1.0 / (norm + 1e-6) } else { 1.0 },
+    })?;
+    Ok(loss / counted as f64)
+}
+
+/// Trains the check model `steps` steps on `backend`; the losses.
 pub fn train_losses(backend: &mut dyn Backend, steps: u64) -> Result<Vec<f64>> {
-    let mut out = Vec::new();
     let vocab = backend.config().vocab_size;
-    for step in 1..=steps {
-        let b = check_batch(step, vocab);
-        let counted = b.counted();
-        backend.zero_grads();
-        let loss = backend.forward_backward(&b, 1.0 / counted as f32)?;
-        let norm = backend.grad_norm()?;
-        backend.adamw_step(&AdamStep {
-            lr: 3e-3,
-            beta1: 0.9,
-            beta2: 0.95,
-            eps: 1e-8,
-            weight_decay: 0.1,
-            decay_norms_and_embeddings: false,
-            step,
-            grad_scale: if norm > 1.0 { 1.0 / (norm + 1e-6) } else { 1.0 },
-        })?;
-        out.push(loss / counted as f64);
-    }
-    Ok(out)
+    (1..=steps)
+        .map(|step| train_step(backend, &check_batch(step, vocab), 3e-3, step))
+        .collect()
 }
 
 /// The check model trained `steps` steps on `device` and on the CPU backend from the same
