@@ -66,13 +66,7 @@ impl<D: Device> DeviceDecoder<D> {
         capacity: usize,
         max_feed: usize,
     ) -> Result<Self> {
-        let problems = cfg.problems();
-        if !problems.is_empty() {
-            return Err(GristError::Usage(format!(
-                "model config: {}",
-                problems.join("; ")
-            )));
-        }
+        super::check_model(&cfg)?;
         let params = ParamLayout::new(&cfg, &mut dev, 1)?;
         let flat = params.flatten(weights)?;
         dev.upload(params.all(0), &flat)?;

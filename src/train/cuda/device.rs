@@ -4,7 +4,7 @@
 //! with the same arguments. The plan ([`super::plan`]) only talks to this trait, so the launch
 //! sequence that runs on a GPU is the one the tests run on the CPU.
 
-use crate::error::Result;
+use crate::error::{GristError, Result};
 use crate::train::config::Precision;
 
 /// The element class of a buffer.
@@ -294,9 +294,9 @@ pub const FAMILIES: &[(&str, &[&str])] = &[
 ];
 
 /// `d = a · b (+ c)`, row-major: `a` is `[m, k]` (stored `[k, m]` when `a_trans`), `b` is
-/// `[k, n]` (stored `[n, k]` when `b_trans`); `c`, when given, is an f32 `[m, n]` added in
-/// (it may be `d` itself). Operands are activations ([`Class::Act`]); `d` is f32 or Act. The
-/// products accumulate in f32.
+/// `[k, n]` (stored `[n, k]` when `b_trans`); `c`, when given, is an `[m, n]` of `d`'s class
+/// added in (it may be `d` itself; cuBLASLt takes C and D of one type). Operands are
+/// activations ([`Class::Act`]); `d` is f32 or Act. The products accumulate in f32.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Gemm {
     pub m: usize,
@@ -359,6 +359,57 @@ impl Gemm {
     /// The same product with `c` added in.
     pub fn plus(self, c: View) -> Gemm {
         Gemm { c: Some(c), ..self }
+    }
+
+    /// Refuses a product the devices cannot run: operand classes, `c`'s class, views shorter
+    /// than the shapes, an empty inner dimension.
+    pub fn check(&self) -> Result<()> {
+        let bad = |why: &str| Err(GristError::Internal(format!("gemm {self:?}: {why}")));
+        if self.a.class != Class::Act || self.b.class != Class::Act {
+            return bad("operands must be activations");
+        }
+        if self.d.class == Class::Int || self.c.is_some_and(|c| c.class != self.d.class) {
+            return bad("c must have d's class, a float one");
+        }
+        if self.k == 0 && self.m * self.n > 0 {
+            return bad("an empty inner dimension");
+        }
+        let (mk, kn, mn) = (self.m * self.k, self.k * self.n, self.m * self.n);
+        if self.a.len < mk
+            || self.b.len < kn
+            || self.d.len < mn
+            || self.c.is_some_and(|c| c.len < mn)
+        {
+            return bad("a view shorter than the product");
+        }
+        Ok(())
+    }
+}
+
+/// The largest head size the attention kernels take (kernels/attention.cu's `ATT_HD_MAX`).
+pub const MAX_HEAD_DIM: usize = 256;
+
+impl Kernel {
+    /// Refuses a launch the kernels would skip without writing anything (so a NaN would be all
+    /// that shows): attention with heads the kernels do not take.
+    pub fn check(&self) -> Result<()> {
+        let shape = match self {
+            Kernel::AttentionFwd { shape, .. }
+            | Kernel::AttentionBwdDq { shape, .. }
+            | Kernel::AttentionBwdDkdv { shape, .. } => shape,
+            _ => return Ok(()),
+        };
+        if shape.head_dim == 0
+            || shape.head_dim > MAX_HEAD_DIM
+            || shape.kv_heads == 0
+            || !shape.heads.is_multiple_of(shape.kv_heads)
+        {
+            return Err(GristError::Usage(format!(
+                "cuda: attention takes head_dim 1..={MAX_HEAD_DIM} and num_heads a multiple of                  num_kv_heads (this model: head_dim {}, {} heads over {} key/value heads)",
+                shape.head_dim, shape.heads, shape.kv_heads
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -503,20 +503,13 @@ impl Device for HostDevice {
 
     fn launch(&mut self, kernel: &Kernel) -> Result<()> {
         self.launches += 1;
+        kernel.check()?;
         self.run(kernel)
     }
 
     fn gemm(&mut self, g: &Gemm) -> Result<()> {
         self.launches += 1;
-        if g.a.class != Class::Act || g.b.class != Class::Act {
-            return Err(bug(format!("gemm operands must be activations: {g:?}")));
-        }
-        if g.c.is_some_and(|c| c.class != Class::F32) || g.d.class == Class::Int {
-            return Err(bug(format!("gemm output classes: {g:?}")));
-        }
-        Self::need(g.a, g.m * g.k, "gemm a")?;
-        Self::need(g.b, g.k * g.n, "gemm b")?;
-        Self::need(g.d, g.m * g.n, "gemm d")?;
+        g.check()?;
         let (a, b) = (self.get(g.a)?, self.get(g.b)?);
         let c = g.c.map(|c| self.get(c)).transpose()?;
         let mut d = vec![0.0f32; g.m * g.n];

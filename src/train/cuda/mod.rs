@@ -98,6 +98,27 @@ pub fn open_decoder(
     )?))
 }
 
+/// Refuses a model the CUDA backend cannot run, before anything is allocated: a shape the
+/// config check refuses, or heads the attention kernels do not take.
+pub fn check_model(cfg: &ModelConfig) -> Result<()> {
+    let mut problems = cfg.problems();
+    if cfg.head_dim() > device::MAX_HEAD_DIM {
+        problems.push(format!(
+            "head_dim: {} is more than the {} the CUDA backend's attention takes",
+            cfg.head_dim(),
+            device::MAX_HEAD_DIM
+        ));
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(GristError::Usage(format!(
+            "model config: {}",
+            problems.join("; ")
+        )))
+    }
+}
+
 pub struct CudaBackend<D: Device> {
     cfg: ModelConfig,
     dev: D,
@@ -112,13 +133,7 @@ pub struct CudaBackend<D: Device> {
 
 impl<D: Device> CudaBackend<D> {
     pub fn new(cfg: ModelConfig, weights: Weights, mut dev: D, opts: CudaOptions) -> Result<Self> {
-        let problems = cfg.problems();
-        if !problems.is_empty() {
-            return Err(GristError::Usage(format!(
-                "model config: {}",
-                problems.join("; ")
-            )));
-        }
+        check_model(&cfg)?;
         let params = ParamLayout::new(&cfg, &mut dev, 4)?;
         let acts = ActPlan::new(
             &cfg,

@@ -117,6 +117,7 @@ pub fn compile(
     if let Some(dir) = cache
         && let Ok(ptx) = std::fs::read_to_string(dir.join(&key))
         && ptx.contains(".entry")
+        && !ptx.contains('\0')
     {
         return Ok(Compiled {
             ptx,

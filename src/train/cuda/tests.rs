@@ -279,3 +279,51 @@ fn a_bad_batch_is_refused_before_any_launch() {
     assert!(e.contains("outside the model's vocabulary"), "{e}");
     assert_eq!(dev.device().launches, before);
 }
+
+/// Heads the attention kernels do not take are refused when the backend is made, not found as
+/// NaNs on a GPU; a launch with them is refused by either device.
+#[test]
+fn heads_the_kernels_do_not_take_are_refused() {
+    let cfg = ModelConfig {
+        head_dim: Some(512),
+        ..model(RopeScaling::None, false)
+    };
+    let w = Weights::init(&cfg, 1, 0.1);
+    let e = CudaBackend::new(cfg, w, HostDevice::new(Precision::F32), opts(4))
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(e.contains("head_dim: 512 is more than the 256"), "{e}");
+    let mut dev = HostDevice::new(Precision::F32);
+    let buf = dev.alloc(device::Class::Act, 4096).unwrap();
+    let v = View {
+        buf,
+        class: device::Class::Act,
+        offset: 0,
+        len: 4096,
+    };
+    let k = Kernel::AttentionFwd {
+        q: v,
+        k: v,
+        v,
+        starts: v,
+        o: v,
+        lse: v,
+        shape: device::AttnShape {
+            batch: 1,
+            tq: 1,
+            tk: 1,
+            q_offset: 0,
+            heads: 3,
+            kv_heads: 2,
+            head_dim: 8,
+            scale: 1.0,
+        },
+    };
+    assert!(
+        dev.launch(&k)
+            .unwrap_err()
+            .to_string()
+            .contains("multiple of")
+    );
+}
