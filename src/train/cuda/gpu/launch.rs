@@ -333,3 +333,239 @@ fn attention_grid(t: usize, heads: usize, batch: usize) -> Result<(u32, u32, u32
     }
     Ok((x, heads as u32, batch as u32))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::super::device::{AdamScalars, AttnShape, BufId, Class};
+    use super::super::super::nvrtc;
+    use super::*;
+
+    /// The C parameter kinds of `name` as its source declares them.
+    fn c_params(name: &str) -> Vec<&'static str> {
+        let family = nvrtc::family_of(name).expect("a family");
+        let src = nvrtc::program(family).unwrap();
+        let at = src
+            .match_indices(&format!("{name}("))
+            .map(|(i, _)| i)
+            .find(|&i| src[..i].ends_with(|c: char| c.is_whitespace()))
+            .expect("declared");
+        let params = &src[at + name.len() + 1..];
+        let params = &params[..params.find(')').unwrap()];
+        params
+            .split(',')
+            .map(|p| {
+                let p = p.trim();
+                if p.contains('*') {
+                    "ptr"
+                } else if p.starts_with("long long") {
+                    "i64"
+                } else if p.starts_with("int") {
+                    "i32"
+                } else if p.starts_with("float") {
+                    "f32"
+                } else if p.starts_with("double") {
+                    "f64"
+                } else {
+                    panic!("{name}: parameter `{p}`")
+                }
+            })
+            .collect()
+    }
+
+    fn kind(a: &Arg) -> &'static str {
+        match a {
+            Arg::Ptr(_) => "ptr",
+            Arg::I32(_) => "i32",
+            Arg::I64(_) => "i64",
+            Arg::F32(_) => "f32",
+            Arg::F64(_) => "f64",
+        }
+    }
+
+    /// One launch of every kernel: what the GPU device passes matches each kernel's C
+    /// signature, argument for argument (the order and C type), and every grid is in range.
+    #[test]
+    fn every_launch_passes_what_its_kernel_declares() {
+        let v = View {
+            buf: BufId(0),
+            class: Class::F32,
+            offset: 0,
+            len: 1 << 20,
+        };
+        let shape = AttnShape {
+            batch: 2,
+            tq: 40,
+            tk: 40,
+            q_offset: 0,
+            heads: 4,
+            kv_heads: 2,
+            head_dim: 64,
+            scale: 0.125,
+        };
+        let s = AdamScalars {
+            beta1: 0.9,
+            beta2: 0.95,
+            eps: 1e-8,
+            decay: 1.0,
+            step_size: 1e-3,
+            bc2_sqrt: 0.5,
+            grad_scale: 1.0,
+        };
+        let kernels = [
+            Kernel::EmbeddingFwd {
+                table: v,
+                tokens: v,
+                x: v,
+                rows: 3,
+                d: 8,
+            },
+            Kernel::EmbeddingBwd {
+                dx: v,
+                order: v,
+                seg_start: v,
+                seg_token: v,
+                dtable: v,
+                segments: 2,
+                d: 8,
+            },
+            Kernel::RmsnormFwd {
+                x: v,
+                w: v,
+                y: v,
+                rstd: v,
+                rows: 3,
+                d: 8,
+                eps: 1e-5,
+            },
+            Kernel::RmsnormBwd {
+                dy: v,
+                x: v,
+                w: v,
+                rstd: v,
+                dx: v,
+                dw_part: v,
+                rows: 3,
+                d: 8,
+                rows_per_block: 32,
+                accumulate: true,
+            },
+            Kernel::AddColumnSums {
+                part: v,
+                out: v,
+                parts: 1,
+                d: 8,
+            },
+            Kernel::Rope {
+                input: v,
+                out: v,
+                cos: v,
+                sin: v,
+                positions: v,
+                rows: 3,
+                heads: 2,
+                head_dim: 8,
+                backward: false,
+            },
+            Kernel::Rope {
+                input: v,
+                out: v,
+                cos: v,
+                sin: v,
+                positions: v,
+                rows: 3,
+                heads: 2,
+                head_dim: 8,
+                backward: true,
+            },
+            Kernel::SwigluFwd {
+                gate: v,
+                up: v,
+                h: v,
+                n: 10,
+            },
+            Kernel::SwigluBwd {
+                dh: v,
+                gate: v,
+                up: v,
+                dgate: v,
+                dup: v,
+                n: 10,
+            },
+            Kernel::AttentionFwd {
+                q: v,
+                k: v,
+                v,
+                starts: v,
+                o: v,
+                lse: v,
+                shape,
+            },
+            Kernel::AttentionBwdDelta {
+                o: v,
+                dout: v,
+                delta: v,
+                rows: 80,
+                heads: 4,
+                head_dim: 64,
+            },
+            Kernel::AttentionBwdDq {
+                q: v,
+                k: v,
+                v,
+                starts: v,
+                dout: v,
+                lse: v,
+                delta: v,
+                dq: v,
+                shape,
+            },
+            Kernel::AttentionBwdDkdv {
+                q: v,
+                k: v,
+                v,
+                starts: v,
+                dout: v,
+                lse: v,
+                delta: v,
+                dk: v,
+                dv: v,
+                shape,
+            },
+            Kernel::CrossEntropy {
+                logits: v,
+                targets: v,
+                losses: v,
+                dlogits: Some(v),
+                rows: 3,
+                vocab: 50,
+                grad_scale: 1.0,
+            },
+            Kernel::Adamw {
+                p: v,
+                g: v,
+                m: v,
+                v,
+                scalars: s,
+            },
+            Kernel::SumSquares { x: v, partial: v },
+            Kernel::CastToAct { x: v, y: v },
+        ];
+        let mut seen = std::collections::BTreeSet::new();
+        for k in &kernels {
+            let (grid, args) = launch_args(k, &|v| Ok(0x1000 + v.offset as u64)).unwrap();
+            let got: Vec<&str> = args.iter().map(kind).collect();
+            assert_eq!(got, c_params(k.name()), "{}", k.name());
+            assert!(
+                grid.0 >= 1 && grid.1 >= 1 && grid.2 >= 1,
+                "{}: {grid:?}",
+                k.name()
+            );
+            seen.insert(k.name());
+        }
+        let all: std::collections::BTreeSet<&str> = super::super::super::device::FAMILIES
+            .iter()
+            .flat_map(|(_, ks)| ks.iter().copied())
+            .collect();
+        assert_eq!(seen, all, "every kernel is launched here");
+    }
+}
