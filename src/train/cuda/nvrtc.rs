@@ -56,7 +56,12 @@ static PRELOADED: OnceLock<std::result::Result<libloading::Library, String>> = O
 /// Makes NVRTC loadable: the one at `GRIST_NVRTC_LIB` when set, else whatever the loader finds.
 /// Returns NVRTC's version, or a sentence saying what is missing.
 pub fn load() -> std::result::Result<(i32, i32), String> {
-    if let Ok(path) = std::env::var("GRIST_NVRTC_LIB") {
+    load_with(std::env::var("GRIST_NVRTC_LIB").ok())
+}
+
+/// [`load`] with NVRTC's library at `path` (loaded once per process; later calls find it).
+pub fn load_with(path: Option<String>) -> std::result::Result<(i32, i32), String> {
+    if let Some(path) = path {
         let loaded = PRELOADED.get_or_init(|| {
             // SAFETY: loading NVRTC runs its initialisers, which have no preconditions.
             unsafe { libloading::Library::new(&path) }.map_err(|e| e.to_string())
@@ -162,6 +167,45 @@ pub fn compile(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// NVRTC: `GRIST_NVRTC_LIB`, or the wheel `tests/fetch_nvrtc.sh` fetches from PyPI (cached);
+    /// the test fails when neither works.
+    fn nvrtc() {
+        let path = std::env::var("GRIST_NVRTC_LIB").unwrap_or_else(|_| {
+            let out = std::process::Command::new("bash")
+                .arg(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fetch_nvrtc.sh"))
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "cannot fetch NVRTC: {out:?}");
+            String::from_utf8(out.stdout).unwrap().trim().to_string()
+        });
+        load_with(Some(path)).unwrap();
+    }
+
+    #[test]
+    fn ptx_is_cached_by_source_architecture_precision_and_version() {
+        nvrtc();
+        let dir = tempfile::tempdir().unwrap();
+        let first = compile("cast", 90, Precision::Bf16, Some(dir.path())).unwrap();
+        assert!(!first.from_cache && first.ptx.contains(".entry cast_to_act"));
+        let again = compile("cast", 90, Precision::Bf16, Some(dir.path())).unwrap();
+        assert!(again.from_cache);
+        assert_eq!(again.ptx, first.ptx);
+        for (arch, p) in [(80, Precision::Bf16), (90, Precision::F32)] {
+            assert!(
+                !compile("cast", arch, p, Some(dir.path()))
+                    .unwrap()
+                    .from_cache
+            );
+        }
+        // A damaged cache file is compiled again, not loaded.
+        for f in std::fs::read_dir(dir.path()).unwrap() {
+            std::fs::write(f.unwrap().path(), ".entry\0junk").unwrap();
+        }
+        let fresh = compile("cast", 90, Precision::Bf16, Some(dir.path())).unwrap();
+        assert!(!fresh.from_cache);
+        assert_eq!(fresh.ptx, first.ptx);
+    }
 
     #[test]
     fn every_kernel_has_its_family_and_every_family_its_file() {
