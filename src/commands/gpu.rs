@@ -41,7 +41,7 @@ pub fn check(c: &CheckCommand) -> Result<Vec<Row>> {
         pass: true,
         detail: format!("NVRTC {}.{}", version.0, version.1),
     });
-    let reference = std::env::var("GRIST_CUDA_DEVICE").is_ok_and(|v| v == "reference");
+    let reference = cuda::reference_requested()?;
     let info = if c.compile_only || reference {
         None
     } else {

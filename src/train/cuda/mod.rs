@@ -42,7 +42,7 @@ pub struct CudaOptions {
 
 /// Which device `backend: cuda` runs on: the GPU, or with `GRIST_CUDA_DEVICE=reference` the
 /// host reference device (the same plan with CPU twins: slow, for testing without a GPU).
-fn reference_requested() -> Result<bool> {
+pub fn reference_requested() -> Result<bool> {
     match std::env::var("GRIST_CUDA_DEVICE").as_deref() {
         Err(_) | Ok("") | Ok("gpu") => Ok(false),
         Ok("reference") => Ok(true),
