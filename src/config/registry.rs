@@ -20,6 +20,7 @@ use crate::stages::quality_classifier::QualityClassifier;
 use crate::stages::read_jsonl::ReadJsonl;
 use crate::stages::read_parquet::ReadParquet;
 use crate::stages::read_text::ReadText;
+use crate::stages::read_warc::ReadWarc;
 use crate::stages::self_instruct::SelfInstruct;
 use crate::stages::sql::Sql;
 use crate::stages::tokenize::Tokenize;
@@ -61,6 +62,7 @@ pub fn all() -> Vec<StageType> {
         entry::<ReadParquet>(),
         entry::<ReadJsonl>(),
         entry::<ReadText>(),
+        entry::<ReadWarc>(),
         entry::<Sql>(),
         entry::<Langid>(),
         entry::<GopherRepetition>(),

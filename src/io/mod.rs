@@ -10,6 +10,7 @@ pub mod parquet;
 pub mod plain;
 pub mod shards;
 pub mod stats;
+pub mod warc;
 
 /// The column every stage reads documents from.
 pub const TEXT_COLUMN: &str = "text";

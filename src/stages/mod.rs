@@ -24,6 +24,7 @@ pub mod quality_classifier;
 pub mod read_jsonl;
 pub mod read_parquet;
 pub mod read_text;
+pub mod read_warc;
 pub mod self_instruct;
 pub mod sql;
 pub mod tokenize;
