@@ -3,6 +3,7 @@
 mod bad_input;
 mod classifier;
 mod config;
+mod crawl;
 mod dedup;
 mod filters;
 mod gpu;
