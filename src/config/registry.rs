@@ -16,6 +16,7 @@ use crate::stages::gopher_repetition::GopherRepetition;
 use crate::stages::langid::Langid;
 use crate::stages::minhash_dedup::MinhashDedup;
 use crate::stages::mix::Mix;
+use crate::stages::pii::Pii;
 use crate::stages::quality_classifier::QualityClassifier;
 use crate::stages::read_jsonl::ReadJsonl;
 use crate::stages::read_parquet::ReadParquet;
@@ -73,6 +74,7 @@ pub fn all() -> Vec<StageType> {
         entry::<ClassifierTrain>(),
         entry::<ExactDedup>(),
         entry::<MinhashDedup>(),
+        entry::<Pii>(),
         entry::<TokenizerTrain>(),
         entry::<Tokenize>(),
         entry::<Mix>(),

@@ -86,23 +86,24 @@ struct FilterTransform<F> {
     filter: Arc<F>,
 }
 
+/// Fails unless `input` has a string `text` column.
+pub(crate) fn check_text_column(stage_id: &str, input: &SchemaRef) -> Result<()> {
+    match input.field_with_name(TEXT_COLUMN).map(|f| f.data_type()) {
+        Ok(DataType::Utf8 | DataType::LargeUtf8) => Ok(()),
+        Ok(other) => Err(GristError::stage(
+            stage_id,
+            format!("the `{TEXT_COLUMN}` column is {other}, not a string"),
+        )),
+        Err(_) => Err(GristError::stage(
+            stage_id,
+            format!("the input has no `{TEXT_COLUMN}` column"),
+        )),
+    }
+}
+
 impl<F: DocFilter> Transform for FilterTransform<F> {
     fn start(&self, input: SchemaRef) -> Result<Box<dyn TransformTask>> {
-        match input.field_with_name(TEXT_COLUMN).map(|f| f.data_type()) {
-            Ok(DataType::Utf8 | DataType::LargeUtf8) => {}
-            Ok(other) => {
-                return Err(GristError::stage(
-                    &self.stage_id,
-                    format!("the `{TEXT_COLUMN}` column is {other}, not a string"),
-                ));
-            }
-            Err(_) => {
-                return Err(GristError::stage(
-                    &self.stage_id,
-                    format!("the input has no `{TEXT_COLUMN}` column"),
-                ));
-            }
-        }
+        check_text_column(&self.stage_id, &input)?;
         Ok(Box::new(FilterTask {
             filter: self.filter.clone(),
             schema: input,
@@ -144,7 +145,7 @@ impl<F: DocFilter> TransformTask for FilterTask<F> {
 }
 
 /// `batch` with its `text` column replaced by the rewritten texts, of the same string type.
-fn with_rewritten_text(
+pub(crate) fn with_rewritten_text(
     batch: &RecordBatch,
     texts: &[Option<&str>],
     verdicts: &[Verdict],

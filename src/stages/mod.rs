@@ -20,6 +20,7 @@ pub mod gopher_repetition;
 pub mod langid;
 pub mod minhash_dedup;
 pub mod mix;
+pub mod pii;
 pub mod quality_classifier;
 pub mod read_jsonl;
 pub mod read_parquet;

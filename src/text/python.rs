@@ -36,6 +36,15 @@ pub fn is_alpha(c: char) -> bool {
     in_ranges(tables::PY_ALPHA, c)
 }
 
+/// `re.match(r"\w", c)`: a word character as Python's `re` sees it (`\b` is the edge between a
+/// word character and anything else).
+pub fn is_word(c: char) -> bool {
+    if c.is_ascii() {
+        return c.is_ascii_alphanumeric() || c == '_';
+    }
+    in_ranges(tables::PY_WORD, c)
+}
+
 /// `re.match(r"\d", c)`: a Unicode decimal digit (category Nd), as Python's `re` sees it.
 pub fn is_decimal(c: char) -> bool {
     if c.is_ascii() {

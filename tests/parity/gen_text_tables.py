@@ -249,6 +249,11 @@ def main():
     w("/// `re` `\\d` on `str`: Unicode decimal digits.\npub static PY_DECIMAL: Ranges = " + rust_ranges(digit) + ";\n")
     w("/// `str.isalpha()`.\npub static PY_ALPHA: Ranges = " + rust_ranges(ranges_of(str.isalpha)) + ";\n")
     w(
+        "/// `re` `\\w` on `str` (what `\\b` tests): `str.isalnum()` or `_`.\npub static PY_WORD: Ranges = "
+        + rust_ranges(class_ranges(r"\w"))
+        + ";\n"
+    )
+    w(
         "/// Unicode general category P* (spaCy's `is_punct`).\npub static UNICODE_PUNCT: Ranges = "
         + rust_ranges(ranges_of(lambda c: unicodedata.category(c).startswith("P")))
         + ";\n"
