@@ -26,6 +26,7 @@ use crate::stages::self_instruct::SelfInstruct;
 use crate::stages::sql::Sql;
 use crate::stages::tokenize::Tokenize;
 use crate::stages::tokenizer_train::TokenizerTrain;
+use crate::stages::url_filter::UrlFilter;
 use crate::stages::write_jsonl::WriteJsonl;
 use crate::stages::write_parquet::WriteParquet;
 use crate::stages::{DynStageConfig, StageConfig, StageKind};
@@ -65,6 +66,7 @@ pub fn all() -> Vec<StageType> {
         entry::<ReadText>(),
         entry::<ReadWarc>(),
         entry::<Sql>(),
+        entry::<UrlFilter>(),
         entry::<Langid>(),
         entry::<GopherRepetition>(),
         entry::<GopherQuality>(),

@@ -31,6 +31,7 @@ pub mod sql;
 pub mod tokenize;
 pub mod tokenizer_train;
 pub mod train;
+pub mod url_filter;
 pub mod write_jsonl;
 pub mod write_parquet;
 

@@ -5,6 +5,7 @@
 mod affix;
 pub mod python;
 pub mod spacy_en;
+pub mod tld;
 #[rustfmt::skip]
 mod tables;
 
