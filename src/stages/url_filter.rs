@@ -31,7 +31,7 @@ use crate::text::{python, tld};
 /// A row without a URL is rejected as `missing_url` (datatrove stops with an assertion error).
 ///
 /// The integrated lists are datatrove's: 4,558,940 domains and 19,587 URLs (fetched from the
-/// pinned datatrove wheel by `tests/parity/fetch_url_lists.sh` into `lists_dir`) and its three
+/// pinned datatrove wheel by `tests/fetch_url_lists.sh` into `lists_dir`) and its three
 /// word lists (in `filters/url_filter/`). The domains are held in a finite-state transducer
 /// built once beside them (`domains.<size>-<mtime>.fst`, 11 MB, memory-mapped) and shared
 /// by every task and stage of a process.
@@ -54,9 +54,9 @@ pub struct UrlFilter {
     pub soft_banned_words: Vec<String>,
     /// Use datatrove's lists besides the extra ones.
     pub use_integrated_lists: bool,
-    /// Where the block lists `domains` and `urls` are. Default: `$GRIST_URL_LISTS`, else
-    /// `~/.cache/grist/url-lists/datatrove-0.10.1` (where `tests/parity/fetch_url_lists.sh`
-    /// puts them).
+    /// Where the block lists `domains` and `urls` are. Default:
+    /// `$GRIST_URL_LISTS_DIR/datatrove-0.10.1`, `GRIST_URL_LISTS_DIR` defaulting to
+    /// `~/.cache/grist/url-lists` (where `tests/fetch_url_lists.sh` puts them).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub lists_dir: Option<String>,
 }
@@ -89,11 +89,12 @@ impl UrlFilter {
         if let Some(dir) = &self.lists_dir {
             return PathBuf::from(dir);
         }
-        if let Some(dir) = std::env::var_os("GRIST_URL_LISTS") {
-            return PathBuf::from(dir);
-        }
-        let home = std::env::var_os("HOME").unwrap_or_default();
-        PathBuf::from(home).join(".cache/grist/url-lists/datatrove-0.10.1")
+        let root = match std::env::var_os("GRIST_URL_LISTS_DIR") {
+            Some(dir) => PathBuf::from(dir),
+            None => PathBuf::from(std::env::var_os("HOME").unwrap_or_default())
+                .join(".cache/grist/url-lists"),
+        };
+        root.join("datatrove-0.10.1")
     }
 }
 
@@ -199,7 +200,7 @@ impl IntegratedLists {
         let lists = Arc::new(Self::load(dir).map_err(|e| {
             format!(
                 "{e}. The block lists are datatrove 0.10.1's (4.6 M domains, 124 MB): \
-                 `bash tests/parity/fetch_url_lists.sh` puts them in \
+                 `bash tests/fetch_url_lists.sh` puts them in \
                  ~/.cache/grist/url-lists/datatrove-0.10.1, or set `lists_dir` (or \
                  `use_integrated_lists: false`)"
             )
@@ -453,7 +454,7 @@ pub(crate) fn test_lists() -> Arc<IntegratedLists> {
     static FETCH: Mutex<()> = Mutex::new(());
     let _one = FETCH.lock().unwrap_or_else(|p| p.into_inner());
     if !dir.join("domains").is_file() {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/parity/fetch_url_lists.sh");
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fetch_url_lists.sh");
         let out = std::process::Command::new("bash")
             .arg(&script)
             .output()

@@ -4,7 +4,7 @@
 # cache directory. Nothing else is downloaded: datatrove itself never downloads these lists, they
 # ship inside its wheel (datatrove/assets/), and URLFilter only untars them locally.
 #
-#   tests/parity/fetch_url_lists.sh            # -> ${GRIST_URL_LISTS_DIR:-~/.cache/grist/url-lists}
+#   tests/fetch_url_lists.sh            # -> ${GRIST_URL_LISTS_DIR:-~/.cache/grist/url-lists}
 #
 # Layout written (idempotent; a complete, verified directory is reused):
 #   $dir/datatrove-0.10.1/url_filterblacklistsv0_3_0.tar.gz   the tarball as shipped (18.2 MB)
