@@ -15,6 +15,8 @@ use crate::error::{IoContext, Result};
 /// Longest WARC header line, and the most header bytes a record may have.
 const MAX_HEADER_LINE: usize = 64 << 10;
 const MAX_HEADER_BYTES: usize = 1 << 20;
+/// The most named fields a record may have (Common Crawl's have about 15).
+const MAX_FIELDS: usize = 1024;
 
 /// The marker carried by the I/O error that reports a corrupt gzip member (after which the stream
 /// goes on at the next member).
@@ -538,11 +540,11 @@ impl RecordReader {
                 Err(Cut::Corrupt(e)) => return Ok(Some(self.corrupt(e, Some(fields)))),
             };
             header_bytes += self.line.len();
-            if cut || header_bytes > MAX_HEADER_BYTES {
+            if cut || header_bytes > MAX_HEADER_BYTES || fields.0.len() >= MAX_FIELDS {
                 return Ok(self.bad_header(
                     format!(
-                        "the header is longer than {} bytes per line or {} in all",
-                        MAX_HEADER_LINE, MAX_HEADER_BYTES
+                        "the header is longer than {MAX_HEADER_LINE} bytes per line, \
+                         {MAX_HEADER_BYTES} in all or {MAX_FIELDS} fields"
                     ),
                     fields,
                 ));

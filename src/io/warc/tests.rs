@@ -478,3 +478,37 @@ fn reads_the_shared_crawls() {
         "{urls:?}"
     );
 }
+
+/// Hostile headers (a line of 100 KiB, 2,000 fields, an absurd Content-Length) are rejected
+/// with bounded memory, and the records after them are read.
+#[test]
+fn hostile_headers_are_bounded_rejections() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = b"WARC/1.1\r\nWARC-Type: response\r\nX-Long: ".to_vec();
+    bytes.extend(std::iter::repeat_n(b'a', 100 << 10));
+    bytes.extend_from_slice(b"\r\nContent-Length: 4\r\n\r\nabcd\r\n\r\n");
+    bytes.extend_from_slice(b"WARC/1.1\r\nWARC-Type: response\r\n");
+    for i in 0..2000 {
+        bytes.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+    }
+    bytes.extend_from_slice(b"Content-Length: 4\r\n\r\nabcd\r\n\r\n");
+    bytes.extend_from_slice(&response(
+        "ok",
+        "https://ok.example/",
+        "text/html",
+        b"<p>ok</p>",
+    ));
+    // Claims a block of 10^18 bytes: read up to the cap, the rest skipped to the end of file.
+    bytes.extend_from_slice(
+        b"WARC/1.1\r\nWARC-Type: response\r\nWARC-Record-ID: <urn:uuid:huge>\r\nContent-Length: 1000000000000000000\r\n\r\n<html>",
+    );
+    let shard = write(&dir, "hostile.warc", &bytes);
+    let read = read_shard(&shard, 4096);
+    let ids: Vec<&str> = read.kept.iter().map(|k| k.0.as_str()).collect();
+    assert_eq!(ids, ["<urn:uuid:ok>"]);
+    let reasons: Vec<&str> = read.rejected.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(
+        reasons,
+        ["bad_warc_header", "bad_warc_header", "truncated_record"]
+    );
+}
