@@ -13,6 +13,7 @@ use crate::stages::exact_dedup::ExactDedup;
 use crate::stages::fineweb_quality::FinewebQuality;
 use crate::stages::gopher_quality::GopherQuality;
 use crate::stages::gopher_repetition::GopherRepetition;
+use crate::stages::html_extract::HtmlExtract;
 use crate::stages::langid::Langid;
 use crate::stages::minhash_dedup::MinhashDedup;
 use crate::stages::mix::Mix;
@@ -66,6 +67,7 @@ pub fn all() -> Vec<StageType> {
         entry::<ReadText>(),
         entry::<ReadWarc>(),
         entry::<Sql>(),
+        entry::<HtmlExtract>(),
         entry::<UrlFilter>(),
         entry::<Langid>(),
         entry::<GopherRepetition>(),

@@ -17,6 +17,7 @@ pub mod fineweb_quality;
 pub mod generating;
 pub mod gopher_quality;
 pub mod gopher_repetition;
+pub mod html_extract;
 pub mod langid;
 pub mod minhash_dedup;
 pub mod mix;
