@@ -339,9 +339,10 @@ mod tests {
     #[test]
     fn empty_garbage_deep_and_huge_pages_are_rejected_with_reasons() {
         assert_eq!(judge(""), Verdict::drop(NO_MAIN_TEXT));
+        // Text without markup comes back as it is (the baseline fallback), without a panic.
         assert_eq!(
             judge("\u{0}\u{1}binary\u{fffd}"),
-            Verdict::drop(NO_MAIN_TEXT)
+            Verdict::Rewrite("\u{1}binary\u{fffd}".into())
         );
         assert_eq!(
             judge("<html><body></body></html>"),

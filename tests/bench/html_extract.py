@@ -53,16 +53,22 @@ Other extractors (--grist-jsonl PATH, repeatable)
 
 Usage (from the repository root; needs only trafilatura, no warcio: the WARC parser is below)
   python3 -m venv ~/.cache/grist/extract-venv
-  ~/.cache/grist/extract-venv/bin/pip install trafilatura==2.3.1
+  ~/.cache/grist/extract-venv/bin/pip install trafilatura==2.3.1 lxml_html_clean
+  (lxml >= 5.2 split out lxml.html.clean, which trafilatura's justext fallback imports)
   ~/.cache/grist/extract-venv/bin/python tests/bench/html_extract.py \\
       [--save-jsonl /tmp/py_traf.jsonl] [--python-jsonl /tmp/py_traf.jsonl --python-seconds S] \\
       [--grist-jsonl out.jsonl --grist-seconds 3.2 --grist-name grist] [--cpu 0] [--limit N] \\
       [--json results.json]
   --python-jsonl reuses a saved run instead of running trafilatura again (then give
-  --python-seconds to keep its speed in the table). Python trafilatura takes ~2-4 minutes for
-  the 800 pages on one core. Speed: the process is pinned to one core (--cpu, default 0);
-  pages/s = pages / summed per-page CPU time of the extract() calls (thread CPU time, so a
-  busy machine does not skew it much); the wall-clock figure is printed too.
+  --python-seconds to keep its speed in the table). Python trafilatura takes ~30 s of CPU for
+  the 800 pages (271 MB of HTML) on one core. Speed: the process is pinned to one core (--cpu,
+  default 0); pages/s = pages / summed per-page CPU time of the extract() calls (thread CPU
+  time, so a busy machine skews it less, though runs on the shared 2-core machine still vary by
+  ~25%); the wall-clock figure is printed too.
+
+Output: the quality table (markdown), a speed table, the paired-bootstrap F1 difference of each
+  other extractor vs Python trafilatura, and an agreement table that scores each other
+  extractor against Python trafilatura's own text (a parity view: how close to FineWeb's output).
 """
 
 import argparse
@@ -437,9 +443,28 @@ def main():
             m, s = paired_diff(per_page[other], per_page[name], args.n_bootstrap, rng)
             diffs[other] = {"f1_diff": m, "f1_diff_std": s}
             print(f"F1({other}) - F1({name}) = {m:+.3f} ± {s:.3f} (paired bootstrap std)")
+    agreement = {}
+    if len(names) > 1:
+        # parity view: each other extractor scored against Python trafilatura's text as the truth
+        print(f"\nagreement with {name} (its text taken as the truth; same metric; exact = same "
+              f"token sequence; both-empty pages count as exact)\n")
+        print("| extractor | F1 | P | R | exact |")
+        print("|---|---|---|---|---|")
+        for other in names[1:]:
+            xs, exact = [], 0
+            for p in pages:
+                ref, got = outputs[name].get(p["id"]) or "", outputs[other].get(p["id"]) or ""
+                xs.append(string_shingle_matching(ref, got))
+                exact += _tokenize(ref) == _tokenize(got)
+            m = metrics_from_tp_fp_fns(xs)
+            m["exact"] = exact / len(pages)
+            agreement[other] = m
+            print(f"| {other} | {m['f1']:.3f} | {m['precision']:.3f} | {m['recall']:.3f} "
+                  f"| {100 * m['exact']:.1f}% |")
     if args.json:
         Path(args.json).write_text(json.dumps(
-            {"results": results, "seconds": speeds, "python": info, "f1_diff_vs_python": diffs},
+            {"results": results, "seconds": speeds, "python": info, "f1_diff_vs_python": diffs,
+             "agreement_with_python": agreement},
             indent=1))
 
 
