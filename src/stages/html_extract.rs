@@ -70,7 +70,7 @@ impl Default for HtmlExtract {
             include_comments: false,
             deduplicate: true,
             fallback: true,
-            max_html_bytes: 4 << 20,
+            max_html_bytes: 16 << 20,
             max_depth: 256,
             timeout_s: None,
         }
