@@ -356,7 +356,7 @@ mod tests {
         assert_eq!(judge(&deep), Verdict::drop(HTML_TOO_DEEP));
         let spans = "<span>".repeat(300);
         assert_eq!(judge(&spans), Verdict::drop(HTML_TOO_DEEP));
-        let huge = format!("<p>{}</p>", "word ".repeat(1 << 20));
+        let huge = format!("<p>{}</p>", "word ".repeat(4 << 20));
         assert_eq!(judge(&huge), Verdict::drop(HTML_TOO_LARGE));
     }
 
