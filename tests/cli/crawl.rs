@@ -257,3 +257,77 @@ fn warc_url_filter_and_pii_chain_and_resume_after_a_kill() {
         assert!(got == expected, "output differs after a kill at {point}");
     }
 }
+
+/// `pipelines/fineweb-warc.yaml` on the shared crawl: every stage's counts add up, the output has
+/// FineWeb's columns, and a run killed in the stream phase or between barrier tasks, then run
+/// again, writes what an uninterrupted run writes.
+#[test]
+fn the_fineweb_warc_pipeline_runs_accounts_for_every_page_and_resumes() {
+    let yaml = std::fs::read_to_string(repo().join("pipelines/fineweb-warc.yaml"))
+        .unwrap()
+        .replace("../shared/data", &shared_data().display().to_string())
+        .replace(
+            "type: langid,",
+            &format!(
+                "type: langid, model: {},",
+                repo().join("filters/models/lid.176.ftz").display()
+            ),
+        );
+    let setup = |s: &Scratch| s.write("p.yaml", &yaml);
+    let reference = Scratch::new();
+    setup(&reference);
+    assert_ok(&reference.grist(&["run", "p.yaml"]));
+    let st = stats(&reference.path("runs/fineweb-warc"));
+    assert_eq!(st["warc"]["rows_in"], 800);
+    assert_eq!(st["warc"]["rows_kept"], 800);
+    // Each stage reads what the one before it kept.
+    let chain = [
+        "warc", "urls", "extract", "lang", "rep", "qual", "c4_lines", "fw", "dedup", "pii", "cols",
+        "out",
+    ];
+    for pair in chain.windows(2) {
+        assert_eq!(
+            st[pair[1]]["rows_in"], st[pair[0]]["rows_kept"],
+            "{} → {}",
+            pair[0], pair[1]
+        );
+    }
+    let rows = read_rows(&reference.path("runs/fineweb-warc/out"));
+    assert_eq!(rows.len() as u64, st["out"]["rows_kept"].as_u64().unwrap());
+    assert!(rows.len() > 300, "{}", rows.len());
+    let columns: Vec<&String> = rows[0].as_object().unwrap().keys().collect();
+    assert_eq!(
+        columns,
+        [
+            "text",
+            "id",
+            "dump",
+            "url",
+            "date",
+            "file_path",
+            "language",
+            "language_score"
+        ]
+    );
+    assert!(
+        rows.iter()
+            .all(|r| r["dump"] == "wceb2026" && r["language"] == "en")
+    );
+    // No HTML is left in the extracted text.
+    assert!(
+        rows.iter()
+            .all(|r| !r["text"].as_str().unwrap().contains("<div"))
+    );
+    let expected = (file_names(&reference.path("runs/fineweb-warc/out")), rows);
+    for point in ["batch:5", "marker:12"] {
+        let s = Scratch::new();
+        setup(&s);
+        kill_at(&s, &["run", "p.yaml", "--workers", "2"], point);
+        assert_ok(&s.grist(&["run", "p.yaml"]));
+        let got = (
+            file_names(&s.path("runs/fineweb-warc/out")),
+            read_rows(&s.path("runs/fineweb-warc/out")),
+        );
+        assert!(got == expected, "output differs after a kill at {point}");
+    }
+}
