@@ -45,7 +45,9 @@ Pages are joined to the ground truth by the benchmark file id, not by URL: 30 UR
 
 Other extractors (--grist-jsonl PATH, repeatable)
   JSON Lines, one object per page: {"url": ..., "text": ...} and optionally "id" (the
-  `wceb2026:NNNN` id or the bare NNNN file id). Lines with "id" join on it; lines without join on
+  `wceb2026:NNNN` id, the bare NNNN file id, or the response record's WARC-Record-ID
+  `<urn:uuid:...>`, which is the `id` grist's read_warc gives). Lines with "id" join on it;
+  lines without join on
   "url" (the WARC-Target-URI), the n-th line for a URL matching the n-th page with that URL in
   WARC order. "text": null or a missing page counts as an empty extraction. Give
   --grist-seconds S (once per --grist-jsonl, same order) to show its pages/s, and
@@ -133,6 +135,7 @@ def load_pages(limit=None):
                 page = {
                     "url": headers.get("warc-target-uri", ""),
                     "id": headers.get("warc-record-id-source"),
+                    "record_id": headers.get("warc-record-id"),
                     "html_bytes": body,
                 }
                 pages.append(page)
@@ -283,6 +286,7 @@ def read_jsonl_outputs(path, pages):
     for p in pages:
         url_queue[p["url"]].append(p["id"])
     ids = {p["id"] for p in pages}
+    by_record_id = {p["record_id"]: p["id"] for p in pages if p.get("record_id")}
     out, unmatched = {}, 0
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
@@ -293,6 +297,7 @@ def read_jsonl_outputs(path, pages):
             pid = rec.get("id")
             if pid is not None:
                 pid = str(pid)
+                pid = by_record_id.get(pid, pid)  # grist's `id` is the WARC-Record-ID
                 if not pid.startswith("wceb2026:"):
                     pid = "wceb2026:" + pid
                 if pid in ids:
