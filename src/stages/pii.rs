@@ -262,6 +262,28 @@ fn cycle_starts(matches: &[Vec<Range<usize>>], next: &mut usize, len: usize) -> 
         .collect()
 }
 
+/// Every text with the matches `find` gives replaced in turn, the cycle starting at `next` and
+/// moving on by document in order; matches are found in parallel, the cycle's place of each
+/// document is then a running sum, and the texts are rewritten in parallel.
+fn replace_in_turn<'a>(
+    texts: Vec<Cow<'a, str>>,
+    find: impl Fn(&str) -> Vec<Range<usize>> + Sync,
+    replacements: &[String],
+    next: &mut usize,
+) -> Vec<Cow<'a, str>> {
+    let matches: Vec<Vec<Range<usize>>> = texts.par_iter().map(|t| find(t)).collect();
+    let starts = cycle_starts(&matches, next, replacements.len());
+    texts
+        .into_par_iter()
+        .zip(&matches)
+        .zip(&starts)
+        .map(|((t, m), &s)| match splice(&t, m, replacements, s) {
+            Cow::Borrowed(_) => t,
+            Cow::Owned(o) => Cow::Owned(o),
+        })
+        .collect()
+}
+
 struct PiiTransform {
     stage_id: String,
     config: Arc<Pii>,
@@ -296,43 +318,19 @@ impl PiiTask {
             .map(|t| Cow::Borrowed(t.unwrap_or("")))
             .collect();
         if c.remove_emails {
-            let matches: Vec<Vec<Range<usize>>> = current
-                .par_iter()
-                .map(|t| {
-                    if t.contains('@') {
-                        email_matches(t)
-                    } else {
-                        Vec::new()
-                    }
-                })
-                .collect();
-            let starts = cycle_starts(&matches, &mut self.next_email, c.email_replacement.len());
-            current = current
-                .par_iter()
-                .zip(&matches)
-                .zip(&starts)
-                .map(|((t, m), &s)| match splice(t, m, &c.email_replacement, s) {
-                    Cow::Borrowed(_) => t.clone(),
-                    Cow::Owned(o) => Cow::Owned(o),
-                })
-                .collect();
+            let find = |t: &str| {
+                if t.contains('@') {
+                    email_matches(t)
+                } else {
+                    Vec::new()
+                }
+            };
+            current = replace_in_turn(current, find, &c.email_replacement, &mut self.next_email);
         }
         if c.remove_ips {
             let only_public = c.only_remove_public_ips;
-            let matches: Vec<Vec<Range<usize>>> = current
-                .par_iter()
-                .map(|t| ip_matches(t, only_public))
-                .collect();
-            let starts = cycle_starts(&matches, &mut self.next_ip, c.ip_replacement.len());
-            current = current
-                .par_iter()
-                .zip(&matches)
-                .zip(&starts)
-                .map(|((t, m), &s)| match splice(t, m, &c.ip_replacement, s) {
-                    Cow::Borrowed(_) => t.clone(),
-                    Cow::Owned(o) => Cow::Owned(o),
-                })
-                .collect();
+            let find = |t: &str| ip_matches(t, only_public);
+            current = replace_in_turn(current, find, &c.ip_replacement, &mut self.next_ip);
         }
         current
             .into_iter()

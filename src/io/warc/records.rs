@@ -527,14 +527,11 @@ impl RecordReader {
             let cut = match self.read_line()? {
                 Ok(Some(cut)) => cut,
                 Ok(None) | Err(Cut::Eof) => {
-                    self.done = true;
-                    let d = self.damage(
-                        TRUNCATED_RECORD,
-                        "the file ends inside the record's header".into(),
-                        Some(fields),
+                    let d = self.truncated(
+                        "the file ends inside the record's header",
+                        fields,
                         Vec::new(),
                     );
-                    self.index += 1;
                     return Ok(Some(d));
                 }
                 Err(Cut::Corrupt(e)) => return Ok(Some(self.corrupt(e, Some(fields)))),
@@ -600,29 +597,20 @@ impl RecordReader {
         match rest {
             Ok(_) if remaining == 0 => {}
             Ok(_) => {
-                self.done = true;
-                let d = self.damage(
-                    TRUNCATED_RECORD,
+                let d = self.truncated(
                     format!(
                         "the file ends inside the record's block ({} of {length} bytes read)",
                         length - remaining
                     ),
-                    Some(fields),
+                    fields,
                     block,
                 );
-                self.index += 1;
                 return Ok(Some(d));
             }
             Err(e) => match self.classify(e)? {
                 Cut::Eof => {
-                    self.done = true;
-                    let d = self.damage(
-                        TRUNCATED_RECORD,
-                        "the file ends inside the record's block".into(),
-                        Some(fields),
-                        block,
-                    );
-                    self.index += 1;
+                    let d =
+                        self.truncated("the file ends inside the record's block", fields, block);
                     return Ok(Some(d));
                 }
                 Cut::Corrupt(e) => return Ok(Some(self.corrupt(e, Some(fields)))),
@@ -632,14 +620,11 @@ impl RecordReader {
             let d = match cut {
                 Cut::Corrupt(e) => self.corrupt(e, Some(fields)),
                 Cut::Eof => {
-                    self.done = true;
-                    let d = self.damage(
-                        TRUNCATED_RECORD,
-                        "the file ends inside the record's gzip member".into(),
-                        Some(fields),
+                    let d = self.truncated(
+                        "the file ends inside the record's gzip member",
+                        fields,
                         Vec::new(),
                     );
-                    self.index += 1;
                     d
                 }
             };
@@ -654,6 +639,14 @@ impl RecordReader {
         };
         self.index += 1;
         Ok(Some(Next::Record(record)))
+    }
+
+    /// The record the file ends inside: the last thing the file gives.
+    fn truncated(&mut self, error: impl Into<String>, fields: Fields, excerpt: Vec<u8>) -> Next {
+        self.done = true;
+        let d = self.damage(TRUNCATED_RECORD, error.into(), Some(fields), excerpt);
+        self.index += 1;
+        d
     }
 
     fn corrupt(&mut self, error: String, fields: Option<Fields>) -> Next {
