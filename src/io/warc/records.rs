@@ -619,14 +619,11 @@ impl RecordReader {
         if let Err(cut) = self.finish_block()? {
             let d = match cut {
                 Cut::Corrupt(e) => self.corrupt(e, Some(fields)),
-                Cut::Eof => {
-                    let d = self.truncated(
-                        "the file ends inside the record's gzip member",
-                        fields,
-                        Vec::new(),
-                    );
-                    d
-                }
+                Cut::Eof => self.truncated(
+                    "the file ends inside the record's gzip member",
+                    fields,
+                    Vec::new(),
+                ),
             };
             return Ok(Some(d));
         }
