@@ -157,11 +157,11 @@ impl Extractor {
     ) -> std::result::Result<String, &'static str> {
         match std::panic::catch_unwind(AssertUnwindSafe(|| trafilatura::extract(html, options))) {
             Ok(Ok(result)) => {
-                let text = result.content_text.trim();
+                let text = html_to_lines(&result.content_html);
                 if text.is_empty() {
                     Err(NO_MAIN_TEXT)
                 } else {
-                    Ok(text.to_string())
+                    Ok(text)
                 }
             }
             Ok(Err(
@@ -218,6 +218,109 @@ impl DocFilter for Extractor {
             Err(reason) => Verdict::drop(reason),
         }
     }
+}
+
+/// Elements that start a new line of text (Python trafilatura's text output puts each
+/// paragraph, heading, list item, table row, quote and code block on its own line; the crate's
+/// `content_text` runs them together, which the line-based filters after extraction would see
+/// as one long line).
+const LINE_BREAKING: &[&str] = &[
+    "p",
+    "div",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "li",
+    "ul",
+    "ol",
+    "dl",
+    "dt",
+    "dd",
+    "tr",
+    "table",
+    "blockquote",
+    "pre",
+    "br",
+    "hr",
+    "section",
+    "article",
+    "header",
+    "footer",
+    "main",
+    "figure",
+    "figcaption",
+    "details",
+    "summary",
+    "address",
+    "caption",
+    "thead",
+    "tbody",
+    "tfoot",
+];
+
+/// The text of the extractor's cleaned HTML, one line per block: tags at block edges become
+/// line breaks, table cells are separated by ` | `, the entities an HTML serializer writes are
+/// decoded, runs of white space inside a line become one space, and empty lines are dropped.
+pub fn html_to_lines(html: &str) -> String {
+    let mut raw = String::with_capacity(html.len());
+    let mut rest = html;
+    // Line ends inside text are only source formatting: white space, as in HTML.
+    let push_text = |raw: &mut String, text: &str| {
+        raw.extend(
+            text.chars()
+                .map(|c| if c.is_ascii_whitespace() { ' ' } else { c }),
+        );
+    };
+    while let Some(open) = rest.find('<') {
+        push_text(&mut raw, &rest[..open]);
+        rest = &rest[open..];
+        let Some(close) = rest.find('>') else {
+            rest = "";
+            break;
+        };
+        let tag = &rest[1..close];
+        rest = &rest[close + 1..];
+        let closing = tag.starts_with('/');
+        let name: String = tag
+            .trim_start_matches('/')
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric())
+            .collect::<String>()
+            .to_ascii_lowercase();
+        if LINE_BREAKING.contains(&name.as_str()) {
+            raw.push('\n');
+        } else if closing && (name == "td" || name == "th") {
+            raw.push_str(" | ");
+        }
+    }
+    push_text(&mut raw, rest);
+    let decoded = raw
+        .replace("&nbsp;", " ")
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&#39;", "'")
+        .replace("&amp;", "&");
+    let mut out = String::with_capacity(decoded.len());
+    for line in decoded.lines() {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        if words.is_empty() {
+            continue;
+        }
+        let line = words.join(" ");
+        let line = line.trim_end_matches(" |").trim_start_matches("| ");
+        if line.is_empty() {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push('\n');
+        }
+        out.push_str(line);
+    }
+    out
 }
 
 /// Elements without content or whose end tag the parser supplies when the next sibling starts:
@@ -334,6 +437,8 @@ mod tests {
         assert!(text.contains("committee met on Tuesday"), "{text}");
         assert!(!text.contains("All rights reserved"), "{text}");
         assert!(!text.contains("About us"), "{text}");
+        // One line per block, as the line-based filters after it expect.
+        assert!(text.lines().count() >= 3, "{text}");
     }
 
     #[test]
@@ -358,6 +463,17 @@ mod tests {
         assert_eq!(judge(&spans), Verdict::drop(HTML_TOO_DEEP));
         let huge = format!("<p>{}</p>", "word ".repeat(4 << 20));
         assert_eq!(judge(&huge), Verdict::drop(HTML_TOO_LARGE));
+    }
+
+    #[test]
+    fn cleaned_html_becomes_one_line_per_block() {
+        let html = "<h2>Title</h2><p>First  para&amp;graph\n with <b>bold</b>.</p><ul><li>one</li>\
+                    <li>two &lt;3</li></ul><table><tr><td>a</td><td>b</td></tr></table><p>x<br>y</p>";
+        assert_eq!(
+            html_to_lines(html),
+            "Title\nFirst para&graph with bold.\none\ntwo <3\na | b\nx\ny"
+        );
+        assert_eq!(html_to_lines("<p> </p><div></div>"), "");
     }
 
     #[test]
