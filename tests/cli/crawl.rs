@@ -313,10 +313,20 @@ fn the_fineweb_warc_pipeline_runs_accounts_for_every_page_and_resumes() {
         rows.iter()
             .all(|r| r["dump"] == "wceb2026" && r["language"] == "en")
     );
-    // No HTML is left in the extracted text.
+    // No HTML is left in the extracted text, and it has lines (paragraphs, headings, items)
+    // for the line-based filters, as Python trafilatura's text has.
     assert!(
         rows.iter()
             .all(|r| !r["text"].as_str().unwrap().contains("<div"))
+    );
+    let multi_line = rows
+        .iter()
+        .filter(|r| r["text"].as_str().unwrap().lines().count() > 1)
+        .count();
+    assert!(
+        multi_line * 10 > rows.len() * 9,
+        "{multi_line} of {}",
+        rows.len()
     );
     let expected = (file_names(&reference.path("runs/fineweb-warc/out")), rows);
     for point in ["batch:5", "marker:12"] {
