@@ -144,7 +144,7 @@ pub fn email_matches(text: &str) -> Vec<Range<usize>> {
     let bytes = text.as_bytes();
     let mut out = Vec::new();
     let mut done = 0usize;
-    for at in memchr_all(b'@', bytes) {
+    for (at, _) in text.match_indices('@') {
         if at < done {
             continue;
         }
@@ -164,14 +164,6 @@ pub fn email_matches(text: &str) -> Vec<Range<usize>> {
         }
     }
     out
-}
-
-fn memchr_all(needle: u8, haystack: &[u8]) -> impl Iterator<Item = usize> + '_ {
-    haystack
-        .iter()
-        .enumerate()
-        .filter(move |(_, b)| **b == needle)
-        .map(|(i, _)| i)
 }
 
 /// `ipaddress.ip_address(text)` for a dotted quad: `None` where Python raises (an octet with a
@@ -456,9 +448,7 @@ mod tests {
         use std::io::BufRead;
         let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
         let open = |p: &std::path::Path| {
-            std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
-                std::fs::File::open(p).unwrap_or_else(|e| panic!("{}: {e}", p.display())),
-            ))
+            crate::io::compress::open_read(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()))
         };
         let mut lines = open(&root.join("tests/fixtures/parity/pii.jsonl.gz")).lines();
         let meta: serde_json::Value =

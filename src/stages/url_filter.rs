@@ -512,7 +512,7 @@ mod tests {
         let rules = Rules::new(&UrlFilter::default(), Some(test_lists()));
         let path =
             Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/parity/url_filter.jsonl.gz");
-        let reader = BufReader::new(flate2::read::MultiGzDecoder::new(File::open(path).unwrap()));
+        let reader = crate::io::compress::open_read(&path).unwrap();
         let (mut urls, mut dropped) = (0, 0);
         for line in reader.lines() {
             let g: serde_json::Value = serde_json::from_str(&line.unwrap()).unwrap();

@@ -420,9 +420,9 @@ fn dump_comes_from_the_config_or_the_path() {
 #[test]
 fn reads_the_shared_crawls() {
     let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/web_en");
-    let pages = std::io::BufReader::new(flate2::read::MultiGzDecoder::new(
-        std::fs::File::open(data.join("wceb2026_pages/pages_first800.jsonl.gz")).unwrap(),
-    ));
+    let pages =
+        crate::io::compress::open_read(&data.join("wceb2026_pages/pages_first800.jsonl.gz"))
+            .unwrap();
     use std::io::BufRead;
     let mut want: Vec<String> = pages
         .lines()
