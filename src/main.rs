@@ -26,7 +26,7 @@ struct Cli {
     /// More log output (-v debug, -vv trace).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
-    /// Only warnings and errors.
+    /// Print nothing but errors (no logs, no progress, no summary).
     #[arg(short, long, global = true)]
     quiet: bool,
     #[command(subcommand)]
@@ -53,6 +53,18 @@ enum Command {
         /// No progress bar, even on a terminal.
         #[arg(long)]
         no_progress: bool,
+        /// Write the run's HTML report (`<workdir>/report.html`) at the end.
+        #[arg(long)]
+        report: bool,
+    },
+    /// Write one self-contained HTML page showing what a run did to the data: funnel, reasons
+    /// with examples, distributions, dedup, tokens, mixture, training curves.
+    Report {
+        /// A pipeline file, or the workdir of a run.
+        target: PathBuf,
+        /// Where to write the page (default: `<workdir>/report.html`).
+        #[arg(short, long)]
+        output: Option<PathBuf>,
     },
     /// Check a pipeline file and its input data without running it.
     Validate { file: PathBuf },
@@ -280,14 +292,20 @@ enum Emit {
     Slurm,
 }
 
+/// `-q`: nothing but errors on any output.
+static QUIET: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.verbose, cli.quiet);
     // A panic is a bug whatever the input: report it as one (exit 1), never as exit 101.
-    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(cli.command)))
-        .unwrap_or_else(|payload| {
-            Err(GristError::Internal(grist::error::panic_message(payload.as_ref())).into())
-        });
+    let quiet = cli.quiet;
+    QUIET.store(quiet, std::sync::atomic::Ordering::Relaxed);
+    let result =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| execute(cli.command, quiet)))
+            .unwrap_or_else(|payload| {
+                Err(GristError::Internal(grist::error::panic_message(payload.as_ref())).into())
+            });
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -316,7 +334,7 @@ fn render_error(e: &anyhow::Error) -> String {
 
 fn init_logging(verbose: u8, quiet: bool) {
     let default = match (quiet, verbose) {
-        (true, _) => "warn",
+        (true, _) => "error",
         (_, 0) => "info",
         (_, 1) => "debug",
         _ => "trace",
@@ -331,8 +349,14 @@ fn init_logging(verbose: u8, quiet: bool) {
         .init();
 }
 
-fn execute(command: Command) -> anyhow::Result<()> {
+fn execute(command: Command, quiet: bool) -> anyhow::Result<()> {
     match command {
+        Command::Report { target, output } => {
+            let path = grist::commands::report::write(&target, output.as_deref())?;
+            if !quiet {
+                println!("report: {}", path.display());
+            }
+        }
         Command::Run {
             file,
             phase,
@@ -340,6 +364,7 @@ fn execute(command: Command) -> anyhow::Result<()> {
             tasks,
             workers,
             no_progress,
+            report,
         } => {
             let (pipeline, plan) = engine::prepare(grist::config::load(&file)?)?;
             let opts = RunOptions {
@@ -349,17 +374,30 @@ fn execute(command: Command) -> anyhow::Result<()> {
                 },
                 workers: workers
                     .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-                progress: !no_progress,
+                progress: !no_progress && !quiet,
             };
             let summary = engine::run(&pipeline, &plan, &opts)?;
-            print!("{}", stats_table(&summary.stages));
-            println!(
-                "{} task(s) run, {} already complete, {:.1}s; stats in {}",
-                summary.tasks_run,
-                summary.tasks_skipped,
-                summary.seconds,
-                pipeline.workdir().join("stats").display()
-            );
+            let report_path = report
+                .then(|| grist::commands::report::write(pipeline.workdir(), None))
+                .transpose()?;
+            if !quiet {
+                print!("{}", stats_table(&summary.stages));
+                println!(
+                    "{} task(s) run, {} already complete, {:.1}s; stats in {}",
+                    summary.tasks_run,
+                    summary.tasks_skipped,
+                    summary.seconds,
+                    pipeline.workdir().join("stats").display()
+                );
+                match report_path {
+                    Some(path) => println!("report: {}", path.display()),
+                    None => println!(
+                        "report: `grist report {}` writes {}",
+                        pipeline.workdir().display(),
+                        pipeline.workdir().join("report.html").display()
+                    ),
+                }
+            }
         }
         Command::Validate { file } => {
             let (pipeline, plan) = engine::prepare(grist::config::load(&file)?)?;
@@ -534,10 +572,12 @@ fn run_generated(
         selection: Selection::default(),
         workers: workers
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
-        progress: true,
+        progress: !QUIET.load(std::sync::atomic::Ordering::Relaxed),
     };
     let summary = engine::run(&pipeline, &plan, &opts)?;
-    print!("{}", stats_table(&summary.stages));
+    if !QUIET.load(std::sync::atomic::Ordering::Relaxed) {
+        print!("{}", stats_table(&summary.stages));
+    }
     Ok(())
 }
 

@@ -7,5 +7,6 @@ pub mod classifier;
 pub mod generated;
 pub mod gpu;
 pub mod inspect;
+pub mod report;
 pub mod tokenizer;
 pub mod train;

@@ -5,12 +5,13 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use arrow::array::{BooleanArray, Int64Array, RecordBatch, StringArray};
+use arrow::array::{Array, BooleanArray, Int64Array, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, SchemaRef};
 
 use super::runs::{Merge, Record};
 use crate::error::{GristError, Result};
-use crate::io::batch::{Filtered, batch_with_added, schema_with_added};
+use crate::io::batch::{Filtered, batch_with_added, schema_with_added, string_column, text_values};
+use crate::io::stats::{CLUSTER_SAMPLES, Sample, StageStats, sample_key, sample_limit};
 
 /// The columns added when duplicates are marked instead of dropped.
 pub const CLUSTER_COLUMN: &str = "dedup_cluster";
@@ -84,6 +85,8 @@ pub struct DedupOutput {
     reason: &'static str,
     output: SchemaRef,
     files: Vec<PathBuf>,
+    /// Rows of a few clusters (the clusters with the smallest hashes, whole), for a report.
+    observed: StageStats,
 }
 
 impl DedupOutput {
@@ -103,6 +106,7 @@ impl DedupOutput {
             reason,
             output: output_schema(input, mode),
             files,
+            observed: StageStats::default(),
         })
     }
 
@@ -150,6 +154,7 @@ impl DedupOutput {
             clusters.push(record.map(|r| r.cluster as i64));
             sizes.push(record.map(|r| i64::from(r.size)));
         }
+        self.sample_clusters(&batch, &clusters, &sizes, &keep);
         match self.mode {
             Mode::Mark => Ok(Filtered::all_kept(batch_with_added(
                 &batch,
@@ -171,6 +176,55 @@ impl DedupOutput {
                 )
             }
         }
+    }
+}
+
+impl DedupOutput {
+    /// Offers the rows of `batch` that belong to a cluster to the cluster sample. Keyed by the
+    /// cluster's hash first, so the sample holds whole clusters, the same ones in every task.
+    fn sample_clusters(
+        &mut self,
+        batch: &RecordBatch,
+        clusters: &[Option<i64>],
+        sizes: &[Option<i64>],
+        keep: &[bool],
+    ) {
+        let limit = sample_limit(CLUSTER_SAMPLES);
+        let (Ok(texts), Ok(ids)) = (text_values(batch), string_column(batch, "id")) else {
+            return;
+        };
+        for (r, cluster) in clusters.iter().enumerate() {
+            let Some(cluster) = cluster else { continue };
+            let key0 = sample_key(&cluster.to_string());
+            let full = self
+                .observed
+                .samples
+                .get(CLUSTER_SAMPLES)
+                .filter(|s| s.len() >= limit)
+                .and_then(|s| s.last())
+                .is_some_and(|last| last.key[0] < key0);
+            if full {
+                continue;
+            }
+            let id = ids
+                .as_ref()
+                .filter(|ids| ids.is_valid(r))
+                .map_or("", |ids| ids.value(r));
+            let note = format!(
+                "cluster {cluster} of {} documents, {}",
+                sizes[r].unwrap_or(0),
+                if keep[r] { "kept" } else { "removed" }
+            );
+            let text = texts[r].unwrap_or("");
+            let sample = Sample::new([key0, sample_key(id)], id, text, note);
+            self.observed.offer_sample(CLUSTER_SAMPLES, sample);
+        }
+    }
+
+    /// Moves the cluster sample into `stats`.
+    pub fn observe(&mut self, stats: &mut StageStats) {
+        let observed = std::mem::take(&mut self.observed);
+        stats.merge(&observed);
     }
 }
 

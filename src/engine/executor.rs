@@ -11,7 +11,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use rayon::prelude::*;
 
 use super::plan::{Phase, Pipeline, Plan};
-use super::stats::{StageReport, StageStats};
+use super::runlog::{self, RunRecord};
+use super::stats::{SourceCounts, StageReport, StageStats, task_sources};
 use super::task::{self, Outcome};
 use crate::error::{GristError, IoContext, Result};
 use crate::io::atomic;
@@ -39,6 +40,8 @@ pub struct RunSummary {
     pub seconds: f64,
     /// Merged stats of every stage, over all completed tasks of the plan.
     pub stages: Vec<StageReport>,
+    /// Every task of the plan is complete (this run or earlier ones).
+    pub complete: bool,
 }
 
 pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
@@ -67,7 +70,10 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
         }
     }
     let mut summary = RunSummary::default();
+    let mut record = RunRecord::start(p, plan, describe_selection(&opts.selection));
+    record.write(p.workdir())?;
     for phase in phases {
+        let phase_started = Instant::now();
         let tasks: Vec<_> = phase
             .tasks
             .iter()
@@ -82,6 +88,7 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
         let bar = progress_bar(opts.progress, &phase.name, tasks.len());
         let failures = Mutex::new(Vec::new());
         let counts = Mutex::new((0usize, 0usize));
+        let rows_done = std::sync::atomic::AtomicU64::new(0);
         pool.install(|| {
             tasks.par_iter().for_each(|t| {
                 match run_catching_panics(p, plan, &phase.name, t) {
@@ -95,7 +102,17 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
                         let rows = first
                             .and_then(|id| m.stats.get(id))
                             .map_or(0, |s| s.rows_in);
-                        tracing::info!("task {} done: {rows} rows in", t.name);
+                        let total =
+                            rows_done.fetch_add(rows, std::sync::atomic::Ordering::Relaxed) + rows;
+                        if bar.is_hidden() {
+                            tracing::info!("task {} done: {rows} rows in", t.name);
+                        } else {
+                            let secs = phase_started.elapsed().as_secs_f64().max(1e-3);
+                            bar.set_message(format!(
+                                "{total} rows, {:.0} rows/s",
+                                total as f64 / secs
+                            ));
+                        }
                     }
                     Err(e) => {
                         tracing::error!("task {} ({}) failed: {e}", t.name, t.input.display());
@@ -113,6 +130,9 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
         summary.tasks_run += ran;
         summary.tasks_skipped += skipped;
         summary.stages = merge_stats(p, plan)?;
+        record.phase_ran(&phase.name, phase_started.elapsed().as_secs_f64());
+        record.count_done(p, plan);
+        record.write(p.workdir())?;
         let failures = failures.into_inner().expect("no panics hold this lock");
         if !failures.is_empty() {
             return Err(GristError::TasksFailed {
@@ -124,7 +144,19 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
         }
     }
     summary.seconds = started.elapsed().as_secs_f64();
+    record.finished = Some(runlog::now());
+    record.write(p.workdir())?;
+    summary.complete = record.complete();
     Ok(summary)
+}
+
+fn describe_selection(sel: &Selection) -> String {
+    match (&sel.phase, sel.shard) {
+        (None, None) => "all phases".into(),
+        (Some(ph), None) => format!("phase {ph}"),
+        (None, Some((i, n))) => format!("tasks {i} mod {n}"),
+        (Some(ph), Some((i, n))) => format!("phase {ph}, tasks {i} mod {n}"),
+    }
 }
 
 /// Runs one task; a panic inside it (a bug) fails that task with the panic's message instead of
@@ -210,7 +242,7 @@ fn progress_bar(enabled: bool, phase: &str, len: usize) -> ProgressBar {
     let bar = ProgressBar::new(len as u64);
     bar.set_style(
         ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} tasks {elapsed_precise} (eta {eta})",
+            "{prefix} [{bar:30}] {pos}/{len} tasks, {msg} {elapsed_precise} (eta {eta})",
         )
         .expect("valid template")
         .progress_chars("=> "),
@@ -234,7 +266,9 @@ pub fn merge_stats(p: &Pipeline, plan: &Plan) -> Result<Vec<StageReport>> {
         .at(&lock_path)?;
     lock.lock().at(&lock_path)?;
     checkpoint("stats");
-    let mut merged: BTreeMap<&str, (StageStats, usize, usize)> = BTreeMap::new();
+    type Merged = (StageStats, usize, usize, BTreeMap<String, SourceCounts>);
+    let mut merged: BTreeMap<&str, Merged> = BTreeMap::new();
+    let sources = task_sources(p, plan);
     for phase in &plan.phases {
         for t in &phase.tasks {
             let done = task::completed(p.workdir(), &phase.name, t);
@@ -246,6 +280,9 @@ pub fn merge_stats(p: &Pipeline, plan: &Plan) -> Result<Vec<StageReport>> {
                 {
                     entry.0.merge(s);
                     entry.1 += 1;
+                    if let Some(source) = sources.get(&t.name) {
+                        entry.3.entry(source.clone()).or_default().add(s);
+                    }
                 }
             }
         }
@@ -253,13 +290,14 @@ pub fn merge_stats(p: &Pipeline, plan: &Plan) -> Result<Vec<StageReport>> {
     let mut reports = Vec::new();
     for &i in &p.order {
         let node = &p.nodes[i];
-        let (stats, done, total) = merged.remove(node.id.as_str()).unwrap_or_default();
+        let (stats, done, total, sources) = merged.remove(node.id.as_str()).unwrap_or_default();
         let report = StageReport {
             stage: node.id.clone(),
             type_name: node.type_name.to_string(),
             tasks_done: done,
             tasks_total: total,
             stats,
+            sources,
         };
         write_report(&dir, &report)?;
         reports.push(report);

@@ -2,7 +2,9 @@
 
 pub mod executor;
 pub mod lock;
+pub mod observe;
 pub mod plan;
+pub mod runlog;
 pub mod slurm;
 pub mod spec;
 pub mod stats;

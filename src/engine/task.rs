@@ -11,6 +11,7 @@ use arrow::array::{ArrayRef, RecordBatch, StringArray};
 use arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
 
+use super::observe;
 use super::plan::{Pipeline, Plan, Task, TaskKind, barrier_input_path, task_file};
 use super::stats::StageStats;
 use crate::error::{GristError, Result};
@@ -278,10 +279,15 @@ impl<'a> Runner<'a> {
         let stats = &mut self.stats[i];
         stats.rows_kept += out.kept.num_rows() as u64;
         stats.bytes_kept += text_bytes(&out.kept);
+        observe::sample_kept(stats, &out.kept);
+        if matches!(self.p.nodes[i].stage, Stage::Source(_) | Stage::Sink(_)) {
+            observe::record_lengths(stats, &out.kept);
+        }
         if let Some(rejected) = out.rejected {
             for reason in rejected.reasons.iter() {
                 stats.reject(reason.unwrap_or("unknown"), 1);
             }
+            observe::sample_rejected(stats, &rejected);
             self.write_rejects(i, &rejected)?;
         }
         if out.kept.num_rows() > 0 {
@@ -306,9 +312,13 @@ impl<'a> Runner<'a> {
         self.stats[i].bytes_in += bytes;
         let started = Instant::now();
         let out = match &mut self.states[i] {
-            State::Transform(t) => t
-                .process(batch.clone())
-                .map_err(|e| e.in_stage(&self.p.nodes[i].id))?,
+            State::Transform(t) => {
+                let out = t
+                    .process(batch.clone())
+                    .map_err(|e| e.in_stage(&self.p.nodes[i].id))?;
+                t.observe(&mut self.stats[i]);
+                out
+            }
             State::Sink(writer, _) => {
                 writer.write(batch)?;
                 Filtered::all_kept(batch.clone())

@@ -101,7 +101,7 @@ impl StageConfig for C4Quality {
 }
 
 impl DocFilter for C4Quality {
-    fn judge(&self, text: &str) -> Verdict {
+    fn judge_measured(&self, text: &str, _: &mut doc_filter::Measured) -> Verdict {
         let mut sentences: i64 = 0;
         let mut kept_lines: Vec<std::borrow::Cow<'_, str>> = Vec::new();
         for line in python::splitlines(text) {

@@ -16,6 +16,7 @@ use rustc_hash::FxHashSet;
 use super::{Filtered, Stage, Transform, TransformTask, text_values};
 use crate::error::{GristError, Result};
 use crate::io::TEXT_COLUMN;
+use crate::io::stats::{Drops, Histogram, Scale, StageStats};
 use crate::text::python;
 
 /// What a filter decides for one document.
@@ -48,8 +49,64 @@ impl Verdict {
 
 /// A filter that judges each document on its text alone.
 pub trait DocFilter: Send + Sync + 'static {
-    /// Must not panic, whatever the text (empty, whitespace, binary-looking, very long).
-    fn judge(&self, text: &str) -> Verdict;
+    /// Must not panic, whatever the text (empty, whitespace, binary-looking, very long). Sets
+    /// in `m` the figures its rules computed (slot `k` of [`DocFilter::measures`]); a rule that
+    /// was not reached (an earlier one dropped the document) leaves its slot unset.
+    fn judge_measured(&self, text: &str, m: &mut Measured) -> Verdict;
+
+    fn judge(&self, text: &str) -> Verdict {
+        self.judge_measured(text, &mut Measured::default())
+    }
+
+    /// The histograms of the figures the rules compute, in slot order, thresholds drawn.
+    fn measures(&self) -> Vec<(String, Histogram)> {
+        Vec::new()
+    }
+}
+
+/// Most figures one filter records per document.
+pub const MAX_MEASURES: usize = 16;
+
+/// The figures a filter computed for one document; NaN where a rule was not reached.
+#[derive(Debug, Clone, Copy)]
+pub struct Measured([f64; MAX_MEASURES]);
+
+impl Default for Measured {
+    fn default() -> Self {
+        Measured([f64::NAN; MAX_MEASURES])
+    }
+}
+
+impl Measured {
+    /// Sets slot `slot`; slots past [`MAX_MEASURES`] are not kept.
+    pub fn set(&mut self, slot: usize, value: f64) {
+        if let Some(v) = self.0.get_mut(slot) {
+            *v = value;
+        }
+    }
+
+    /// Records the slots that were set into `hists` (one per slot, in order).
+    fn record_into(&self, hists: &mut [(String, Histogram)]) {
+        for (v, (_, h)) in self.0.iter().zip(hists.iter_mut()) {
+            if !v.is_nan() {
+                h.record(*v);
+            }
+        }
+    }
+}
+
+/// The first [`MAX_MEASURES`] measures, each ranked by its slot (the order of the rules).
+fn ranked(mut measures: Vec<(String, Histogram)>) -> Vec<(String, Histogram)> {
+    measures.truncate(MAX_MEASURES);
+    for (k, (_, h)) in measures.iter_mut().enumerate() {
+        h.rank = k as u32;
+    }
+    measures
+}
+
+/// A ratio histogram over [0, 1] in 20 bins, with the rule's threshold.
+pub(crate) fn ratio_histogram(label: &str, threshold: Option<f64>, drops: Drops) -> Histogram {
+    Histogram::new(label, 0.0, 1.0 + 1e-9, 20, Scale::Linear).threshold(threshold, drops)
 }
 
 /// datatrove tests thresholds for truth: `None` and `0` both switch a check off.
@@ -104,7 +161,9 @@ pub(crate) fn check_text_column(stage_id: &str, input: &SchemaRef) -> Result<()>
 impl<F: DocFilter> Transform for FilterTransform<F> {
     fn start(&self, input: SchemaRef) -> Result<Box<dyn TransformTask>> {
         check_text_column(&self.stage_id, &input)?;
+        let measured = ranked(self.filter.measures());
         Ok(Box::new(FilterTask {
+            measured,
             filter: self.filter.clone(),
             schema: input,
         }))
@@ -114,6 +173,8 @@ impl<F: DocFilter> Transform for FilterTransform<F> {
 struct FilterTask<F> {
     filter: Arc<F>,
     schema: SchemaRef,
+    /// What the rules measured since the last [`TransformTask::observe`].
+    measured: Vec<(String, Histogram)>,
 }
 
 impl<F: DocFilter> TransformTask for FilterTask<F> {
@@ -121,15 +182,36 @@ impl<F: DocFilter> TransformTask for FilterTask<F> {
         self.schema.clone()
     }
 
+    fn observe(&mut self, stats: &mut StageStats) {
+        for (name, h) in self.take_measured() {
+            if h.count > 0 {
+                let mut one = StageStats::default();
+                one.histograms.insert(name, h);
+                stats.merge(&one);
+            }
+        }
+    }
+
     fn process(&mut self, batch: RecordBatch) -> Result<Filtered> {
         let texts = text_values(&batch)?;
-        let verdicts: Vec<Verdict> = texts
+        let measuring = !self.measured.is_empty();
+        let judged: Vec<(Verdict, Measured)> = texts
             .par_iter()
-            .map(|text| match text {
-                Some(text) => self.filter.judge(text),
-                None => Verdict::drop(NULL_TEXT),
+            .map(|text| {
+                let mut m = Measured::default();
+                let v = match text {
+                    Some(text) if measuring => self.filter.judge_measured(text, &mut m),
+                    Some(text) => self.filter.judge(text),
+                    None => Verdict::drop(NULL_TEXT),
+                };
+                (v, m)
             })
             .collect();
+        let mut verdicts = Vec::with_capacity(judged.len());
+        for (v, m) in judged {
+            m.record_into(&mut self.measured);
+            verdicts.push(v);
+        }
         let batch = if verdicts.iter().any(|v| matches!(v, Verdict::Rewrite(_))) {
             with_rewritten_text(&batch, &texts, &verdicts)?
         } else {
@@ -141,6 +223,13 @@ impl<F: DocFilter> TransformTask for FilterTask<F> {
         let keep = BooleanArray::from(verdicts.iter().map(Verdict::is_kept).collect::<Vec<_>>());
         let reasons = StringArray::from_iter_values(verdicts.iter().filter_map(Verdict::reason));
         Filtered::split(&batch, &keep, reasons)
+    }
+}
+
+impl<F: DocFilter> FilterTask<F> {
+    fn take_measured(&mut self) -> Vec<(String, Histogram)> {
+        let fresh = ranked(self.filter.measures());
+        std::mem::replace(&mut self.measured, fresh)
     }
 }
 
@@ -198,7 +287,7 @@ mod tests {
     struct Toy;
 
     impl DocFilter for Toy {
-        fn judge(&self, text: &str) -> Verdict {
+        fn judge_measured(&self, text: &str, _: &mut Measured) -> Verdict {
             if text.contains("bad") {
                 Verdict::drop("bad")
             } else if text.contains("loud") {

@@ -4,9 +4,10 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::doc_filter::{self, DocFilter, Verdict, find_duplicates};
+use super::doc_filter::{self, DocFilter, Measured, Verdict, find_duplicates, ratio_histogram};
 use super::{BuildContext, ParamProblem, Stage, StageConfig, StageKind};
 use crate::error::Result;
+use crate::io::stats::{Drops, Histogram};
 use crate::text::{self, python};
 
 /// Drops documents made of unpunctuated, short or repeated lines, or of lists, as datatrove
@@ -110,7 +111,43 @@ impl FinewebQuality {
 }
 
 impl DocFilter for FinewebQuality {
-    fn judge(&self, text: &str) -> Verdict {
+    fn measures(&self) -> Vec<(String, Histogram)> {
+        vec![
+            (
+                "line_punct_ratio".into(),
+                ratio_histogram(
+                    "share of lines ending in terminal punctuation",
+                    Some(self.line_punct_thr),
+                    Drops::Below,
+                ),
+            ),
+            (
+                "short_line_ratio".into(),
+                ratio_histogram(
+                    &format!(
+                        "share of lines of at most {} characters",
+                        self.short_line_length
+                    ),
+                    Some(self.short_line_thr),
+                    Drops::Above,
+                ),
+            ),
+            (
+                "char_dup_ratio".into(),
+                ratio_histogram(
+                    "share of characters in duplicated lines",
+                    Some(self.char_duplicates_ratio),
+                    Drops::Above,
+                ),
+            ),
+            (
+                "list_ratio".into(),
+                ratio_histogram("newlines per word", Some(self.new_line_ratio), Drops::Above),
+            ),
+        ]
+    }
+
+    fn judge_measured(&self, text: &str, m: &mut Measured) -> Verdict {
         let lines: Vec<&str> = text
             .split('\n')
             .filter(|line| !python::strip(line).is_empty())
@@ -126,6 +163,7 @@ impl DocFilter for FinewebQuality {
                 .filter(|line| self.ends_with_stop_char(line))
                 .count(),
         );
+        m.set(0, punctuated);
         if punctuated < self.line_punct_thr && !(punctuated == 0.0 && self.line_punct_exclude_zero)
         {
             return Verdict::drop("line_punct_ratio");
@@ -137,6 +175,7 @@ impl DocFilter for FinewebQuality {
                 .filter(|line| python::len(line) as u64 <= self.short_line_length)
                 .count(),
         );
+        m.set(1, short);
         if short > self.short_line_thr {
             return Verdict::drop("short_line_ratio");
         }
@@ -144,12 +183,17 @@ impl DocFilter for FinewebQuality {
         let (_, duplicate_chars) = find_duplicates(&lines);
         let chars_without_newlines = python::len(text) - python::count(text, "\n");
         // Never 0: a non-blank line has a character that is not a newline.
-        if duplicate_chars as f64 / chars_without_newlines as f64 > self.char_duplicates_ratio {
+        let dup = duplicate_chars as f64 / chars_without_newlines as f64;
+        m.set(2, dup);
+        if dup > self.char_duplicates_ratio {
             return Verdict::drop("char_dup_ratio");
         }
 
         let words = text::words(text).len();
         let newlines = python::count(text, "\n");
+        if words > 0 {
+            m.set(3, newlines as f64 / words as f64);
+        }
         if words > 0 && newlines as f64 / words as f64 > self.new_line_ratio {
             return Verdict::drop("list_ratio");
         }

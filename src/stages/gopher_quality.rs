@@ -6,9 +6,10 @@ use std::collections::HashSet;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::doc_filter::{self, DocFilter, Verdict, enabled};
+use super::doc_filter::{self, DocFilter, Measured, Verdict, enabled, ratio_histogram};
 use super::{BuildContext, ParamProblem, Stage, StageConfig, StageKind};
 use crate::error::Result;
+use crate::io::stats::{Drops, Histogram, Scale};
 use crate::text::{self, python};
 
 /// Drops documents that do not look like prose (too few or too long words, symbols, bullet lists,
@@ -156,8 +157,86 @@ fn ratio(part: usize, whole: usize) -> Option<f64> {
     (whole > 0).then(|| part as f64 / whole as f64)
 }
 
+/// Slots of the figures `gopher_quality` measures.
+const WORDS: usize = 0;
+const MEAN_WORD: usize = 1;
+const HASHES: usize = 2;
+const ELLIPSES: usize = 3;
+const BULLETS: usize = 4;
+const END_ELLIPSIS: usize = 5;
+const ALPHA: usize = 6;
+const STOP: usize = 7;
+
 impl DocFilter for GopherQuality {
-    fn judge(&self, text: &str) -> Verdict {
+    fn measures(&self) -> Vec<(String, Histogram)> {
+        let count = |c: Option<u64>| enabled_count(c).map(|c| c as f64);
+        let max = self.max_symbol_word_ratio;
+        vec![
+            (
+                "non_symbol_words".into(),
+                Histogram::new("non-symbol words", 1.0, 1e6, 24, Scale::Log10)
+                    .threshold(count(self.min_doc_words), Drops::Below)
+                    .threshold(count(self.max_doc_words), Drops::Above),
+            ),
+            (
+                "mean_word_length".into(),
+                Histogram::new(
+                    "mean word length (characters)",
+                    0.0,
+                    20.0,
+                    40,
+                    Scale::Linear,
+                )
+                .threshold(enabled(self.min_avg_word_length), Drops::Below)
+                .threshold(enabled(self.max_avg_word_length), Drops::Above),
+            ),
+            (
+                "hash_word_ratio".into(),
+                ratio_histogram("# per word", enabled(max), Drops::Above),
+            ),
+            (
+                "ellipsis_word_ratio".into(),
+                ratio_histogram("... and … per word", enabled(max), Drops::Above),
+            ),
+            (
+                "bullet_lines_ratio".into(),
+                ratio_histogram(
+                    "share of lines starting with a bullet",
+                    enabled(self.max_bullet_lines_ratio),
+                    Drops::Above,
+                ),
+            ),
+            (
+                "ellipsis_lines_ratio".into(),
+                ratio_histogram(
+                    "share of lines ending with an ellipsis",
+                    enabled(self.max_ellipsis_lines_ratio),
+                    Drops::Above,
+                ),
+            ),
+            (
+                "alpha_words_ratio".into(),
+                ratio_histogram(
+                    "share of words with a letter",
+                    enabled(self.max_non_alpha_words_ratio),
+                    Drops::Below,
+                ),
+            ),
+            (
+                "stop_words".into(),
+                Histogram::new(
+                    "distinct stop words (counting stops at the minimum)",
+                    0.0,
+                    10.0,
+                    10,
+                    Scale::Linear,
+                )
+                .threshold(count(self.min_stop_words), Drops::Below),
+            ),
+        ]
+    }
+
+    fn judge_measured(&self, text: &str, m: &mut Measured) -> Verdict {
         let words = text::words(text);
         let n_words = words.len();
         // Lengths of the words with a character outside datatrove's punctuation set.
@@ -167,6 +246,7 @@ impl DocFilter for GopherQuality {
             .map(|w| python::len(w))
             .collect();
         let n_non_symbol = non_symbol_lengths.len() as u64;
+        m.set(WORDS, n_non_symbol as f64);
 
         if let Some(min) = enabled_count(self.min_doc_words)
             && n_non_symbol < min
@@ -181,6 +261,9 @@ impl DocFilter for GopherQuality {
 
         // numpy's mean of no words is NaN, which fails no comparison.
         let mean_length = ratio(non_symbol_lengths.iter().sum(), non_symbol_lengths.len());
+        if let Some(mean) = mean_length {
+            m.set(MEAN_WORD, mean);
+        }
         if let (Some(min), Some(mean)) = (enabled(self.min_avg_word_length), mean_length)
             && mean < min
         {
@@ -193,11 +276,15 @@ impl DocFilter for GopherQuality {
         }
 
         if let Some(max) = enabled(self.max_symbol_word_ratio) {
-            if ratio(python::count(text, "#"), n_words).is_some_and(|r| r > max) {
+            let hashes = ratio(python::count(text, "#"), n_words);
+            hashes.inspect(|&r| m.set(HASHES, r));
+            if hashes.is_some_and(|r| r > max) {
                 return Verdict::drop("gopher_too_many_hashes");
             }
             let ellipses = python::count(text, "...") + python::count(text, "…");
-            if ratio(ellipses, n_words).is_some_and(|r| r > max) {
+            let ellipses = ratio(ellipses, n_words);
+            ellipses.inspect(|&r| m.set(ELLIPSES, r));
+            if ellipses.is_some_and(|r| r > max) {
                 return Verdict::drop("gopher_too_many_ellipsis");
             }
         }
@@ -211,7 +298,9 @@ impl DocFilter for GopherQuality {
                     l.starts_with('•') || l.starts_with('-')
                 })
                 .count();
-            if ratio(bullets, lines.len()).is_some_and(|r| r > max) {
+            let bullets = ratio(bullets, lines.len());
+            bullets.inspect(|&r| m.set(BULLETS, r));
+            if bullets.is_some_and(|r| r > max) {
                 return Verdict::drop("gopher_too_many_bullets");
             }
         }
@@ -223,7 +312,9 @@ impl DocFilter for GopherQuality {
                     l.ends_with("...") || l.ends_with('…')
                 })
                 .count();
-            if ratio(ellipsis_ends, lines.len()).is_some_and(|r| r > max) {
+            let ellipsis_ends = ratio(ellipsis_ends, lines.len());
+            ellipsis_ends.inspect(|&r| m.set(END_ELLIPSIS, r));
+            if ellipsis_ends.is_some_and(|r| r > max) {
                 return Verdict::drop("gopher_too_many_end_ellipsis");
             }
         }
@@ -233,7 +324,9 @@ impl DocFilter for GopherQuality {
                 .iter()
                 .filter(|w| w.chars().any(python::is_alpha))
                 .count();
-            if ratio(alpha_words, n_words).is_some_and(|r| r < min) {
+            let alpha_words = ratio(alpha_words, n_words);
+            alpha_words.inspect(|&r| m.set(ALPHA, r));
+            if alpha_words.is_some_and(|r| r < min) {
                 return Verdict::drop("gopher_below_alpha_threshold");
             }
         }
@@ -249,6 +342,7 @@ impl DocFilter for GopherQuality {
                     }
                 }
             }
+            m.set(STOP, found.len() as f64);
             if (found.len() as u64) < min {
                 return Verdict::drop("gopher_enough_stop_words");
             }

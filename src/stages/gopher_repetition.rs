@@ -7,9 +7,12 @@ use rustc_hash::{FxHashMap, FxHashSet};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use super::doc_filter::{self, DocFilter, Verdict, enabled, find_duplicates};
+use super::doc_filter::{
+    self, DocFilter, Measured, Verdict, enabled, find_duplicates, ratio_histogram,
+};
 use super::{BuildContext, ParamProblem, Stage, StageConfig, StageKind};
 use crate::error::Result;
+use crate::io::stats::{Drops, Histogram};
 use crate::text::{self, python};
 
 /// Drops documents that repeat themselves (duplicated lines, paragraphs and word n-grams) as
@@ -114,7 +117,67 @@ fn check_fraction(problems: &mut Vec<ParamProblem>, param: &'static str, frac: f
 }
 
 impl DocFilter for GopherRepetition {
-    fn judge(&self, text: &str) -> Verdict {
+    /// Slots: the four line and paragraph fractions, then each `top_n_grams` entry, then each
+    /// `dup_n_grams` entry.
+    fn measures(&self) -> Vec<(String, Histogram)> {
+        let mut m = vec![
+            (
+                "dup_para_frac".into(),
+                ratio_histogram(
+                    "share of paragraphs that repeat one",
+                    enabled(self.dup_para_frac),
+                    Drops::Above,
+                ),
+            ),
+            (
+                "dup_para_char_frac".into(),
+                ratio_histogram(
+                    "share of characters in repeated paragraphs",
+                    enabled(self.dup_para_char_frac),
+                    Drops::Above,
+                ),
+            ),
+            (
+                "dup_line_frac".into(),
+                ratio_histogram(
+                    "share of lines that repeat one",
+                    enabled(self.dup_line_frac),
+                    Drops::Above,
+                ),
+            ),
+            (
+                "dup_line_char_frac".into(),
+                ratio_histogram(
+                    "share of characters in repeated lines",
+                    enabled(self.dup_line_char_frac),
+                    Drops::Above,
+                ),
+            ),
+        ];
+        for &(n, max) in &self.top_n_grams {
+            m.push((
+                format!("top_{n}_gram"),
+                ratio_histogram(
+                    &format!("share of characters in the most frequent {n}-gram"),
+                    Some(max),
+                    Drops::Above,
+                ),
+            ));
+        }
+        for &(n, max) in &self.dup_n_grams {
+            m.push((
+                format!("duplicated_{n}_n_grams"),
+                ratio_histogram(
+                    &format!("share of characters in repeated {n}-grams"),
+                    Some(max),
+                    Drops::Above,
+                ),
+            ));
+        }
+        m
+    }
+
+    fn judge_measured(&self, text: &str, m: &mut Measured) -> Verdict {
         if text.is_empty() {
             return Verdict::drop("empty");
         }
@@ -122,12 +185,14 @@ impl DocFilter for GopherRepetition {
 
         let paragraphs = split_newline_runs(python::strip(text), 2);
         let (duplicates, duplicate_chars) = find_duplicates(&paragraphs);
+        m.set(0, duplicates as f64 / paragraphs.len() as f64);
         if let Some(max) = enabled(self.dup_para_frac)
             && duplicates as f64 / paragraphs.len() as f64 > max
         {
             return Verdict::drop("dup_para_frac");
         }
         // The unstripped text is the denominator, as in datatrove.
+        m.set(1, duplicate_chars as f64 / text_chars);
         if let Some(max) = enabled(self.dup_para_char_frac)
             && duplicate_chars as f64 / text_chars > max
         {
@@ -136,11 +201,13 @@ impl DocFilter for GopherRepetition {
 
         let lines = split_newline_runs(text, 1);
         let (duplicates, duplicate_chars) = find_duplicates(&lines);
+        m.set(2, duplicates as f64 / lines.len() as f64);
         if let Some(max) = enabled(self.dup_line_frac)
             && duplicates as f64 / lines.len() as f64 > max
         {
             return Verdict::drop("dup_line_frac");
         }
+        m.set(3, duplicate_chars as f64 / text_chars);
         if let Some(max) = enabled(self.dup_line_char_frac)
             && duplicate_chars as f64 / text_chars > max
         {
@@ -151,20 +218,25 @@ impl DocFilter for GopherRepetition {
             return Verdict::Keep;
         }
         let words = Words::new(text::words(text));
-        for &(n, max) in &self.top_n_grams {
+        let top = self.top_n_grams.len();
+        for (k, &(n, max)) in self.top_n_grams.iter().enumerate() {
             // No n-grams: datatrove skips the check.
             if n == 0 || words.len() < n {
                 continue;
             }
-            if top_ngram_chars(&words, n) as f64 / text_chars > max {
+            let share = top_ngram_chars(&words, n) as f64 / text_chars;
+            m.set(4 + k, share);
+            if share > max {
                 return Verdict::drop(format!("top_{n}_gram"));
             }
         }
-        for &(n, max) in &self.dup_n_grams {
+        for (k, &(n, max)) in self.dup_n_grams.iter().enumerate() {
             if n == 0 {
                 continue;
             }
-            if duplicated_ngram_chars(&words, n) as f64 / text_chars > max {
+            let share = duplicated_ngram_chars(&words, n) as f64 / text_chars;
+            m.set(4 + top + k, share);
+            if share > max {
                 return Verdict::drop(format!("duplicated_{n}_n_grams"));
             }
         }

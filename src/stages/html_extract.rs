@@ -202,7 +202,7 @@ impl Extractor {
 }
 
 impl DocFilter for Extractor {
-    fn judge(&self, html: &str) -> Verdict {
+    fn judge_measured(&self, html: &str, _: &mut doc_filter::Measured) -> Verdict {
         if html.len() > self.max_html_bytes {
             return Verdict::drop(HTML_TOO_LARGE);
         }

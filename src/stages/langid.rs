@@ -16,6 +16,7 @@ use super::{
 };
 use crate::classifier::model::FastTextModel;
 use crate::error::{GristError, Result};
+use crate::io::stats::{Drops, Histogram, Scale, StageStats};
 
 /// Identifies the language of each document with a fastText model and adds the `language` and
 /// `language_score` columns (the best label and its probability). Newlines become spaces before
@@ -154,6 +155,7 @@ impl Transform for LangidTransform {
             model: self.model.clone(),
             config: self.config.clone(),
             output,
+            observed: StageStats::default(),
         }))
     }
 }
@@ -163,6 +165,8 @@ struct LangidTask {
     model: Arc<LanguageModel>,
     config: Langid,
     output: SchemaRef,
+    /// Languages and top scores since the last `observe`.
+    observed: StageStats,
 }
 
 /// What became of one document.
@@ -214,6 +218,10 @@ impl TransformTask for LangidTask {
         self.output.clone()
     }
 
+    fn observe(&mut self, stats: &mut StageStats) {
+        stats.merge(&std::mem::take(&mut self.observed));
+    }
+
     fn process(&mut self, batch: RecordBatch) -> Result<Filtered> {
         let texts = text_values(&batch)?;
         let k = self.config.k;
@@ -228,6 +236,15 @@ impl TransformTask for LangidTask {
         let mut reasons = Vec::new();
         for p in &predictions {
             let (language, score, verdict) = self.judge(p);
+            self.observed
+                .count("language", language.as_deref().unwrap_or("none"), 1);
+            if let Some(score) = score {
+                let threshold = (!self.config.label_only).then_some(self.config.min_score);
+                self.observed.record("language_score", score, || {
+                    Histogram::new("top language score", 0.0, 1.0 + 1e-9, 20, Scale::Linear)
+                        .threshold(threshold, Drops::Below)
+                });
+            }
             languages.push(language);
             scores.push(score);
             match verdict {

@@ -202,6 +202,11 @@ pub trait Transform: Send + Sync {
 pub trait TransformTask: Send {
     fn output_schema(&self) -> SchemaRef;
     fn process(&mut self, batch: RecordBatch) -> Result<Filtered>;
+    /// Moves what the stage measured since the last call (histograms of the figures its rules
+    /// compute, counts by category) into `stats`; called after every batch.
+    fn observe(&mut self, stats: &mut crate::io::stats::StageStats) {
+        let _ = stats;
+    }
 }
 
 /// The dedup stages' output: each stored shard streamed against its cluster records.
@@ -212,6 +217,10 @@ impl TransformTask for crate::dedup::membership::DedupOutput {
 
     fn process(&mut self, batch: RecordBatch) -> Result<Filtered> {
         crate::dedup::membership::DedupOutput::process(self, batch)
+    }
+
+    fn observe(&mut self, stats: &mut crate::io::stats::StageStats) {
+        crate::dedup::membership::DedupOutput::observe(self, stats)
     }
 }
 

@@ -19,7 +19,7 @@ use super::{
 use crate::classifier::model::{FastTextModel, normalize_text};
 use crate::error::{GristError, Result};
 use crate::io::atomic;
-use crate::io::stats::StageStats;
+use crate::io::stats::{Drops, Histogram, Scale, StageStats};
 
 /// Why a document scored too low.
 pub const BELOW_THRESHOLD: &str = "quality_below_threshold";
@@ -177,6 +177,7 @@ impl QualityStage {
             model: self.model.clone(),
             threshold,
             output: self.output(&input),
+            observed: StageStats::default(),
         })
     }
 
@@ -303,11 +304,17 @@ struct ScoreTask {
     model: Arc<SharedModel>,
     threshold: Option<f64>,
     output: SchemaRef,
+    /// Scores since the last `observe`.
+    observed: StageStats,
 }
 
 impl TransformTask for ScoreTask {
     fn output_schema(&self) -> SchemaRef {
         self.output.clone()
+    }
+
+    fn observe(&mut self, stats: &mut StageStats) {
+        stats.merge(&std::mem::take(&mut self.observed));
     }
 
     fn process(&mut self, batch: RecordBatch) -> Result<Filtered> {
@@ -317,6 +324,13 @@ impl TransformTask for ScoreTask {
             .map(|t| self.model.score(t.unwrap_or("")))
             .collect::<std::result::Result<_, _>>()
             .map_err(|e| GristError::stage(&self.stage_id, e))?;
+        for &score in &scores {
+            let threshold = self.threshold;
+            self.observed.record("quality_score", score, || {
+                Histogram::new("quality score", 0.0, 1.0 + 1e-9, 20, Scale::Linear)
+                    .threshold(threshold, Drops::Below)
+            });
+        }
         let keep: Option<BooleanArray> = self
             .threshold
             .map(|t| scores.iter().map(|&s| Some(s >= t)).collect());

@@ -252,9 +252,15 @@ impl TokenizeBarrier {
         writer.finish()?;
         let counts_path = counts_file(task.dir, task.index);
         atomic::write(&counts_path, &counts)?;
+        // Per input stage too (the mixture's sources), for bytes per token by source.
+        let via = &input.via;
         stats.metrics = BTreeMap::from([
             ("tokens".into(), tokens as f64),
             ("text_tokens".into(), text_tokens as f64),
+            (format!("tokens.{via}"), tokens as f64),
+            (format!("text_tokens.{via}"), text_tokens as f64),
+            (format!("bytes.{via}"), stats.bytes_kept as f64),
+            (format!("documents.{via}"), stats.rows_kept as f64),
         ]);
         Ok(BarrierOutcome {
             outputs: vec![

@@ -258,6 +258,16 @@ pub fn report(
         }
     }
     stats.metrics.extend(histogram("rouge_vs_seeds", &scores));
+    use crate::io::stats::{Histogram, Scale};
+    let mut rouge = Histogram::new(
+        "ROUGE-L of each distinct kept instruction against the seeds (highest)",
+        0.0,
+        1.0 + 1e-9,
+        10,
+        Scale::Linear,
+    );
+    scores.iter().for_each(|&s| rouge.record(s));
+    stats.histograms.insert("rouge_vs_seeds".into(), rouge);
     if too_long > 0 {
         stats
             .metrics
@@ -267,6 +277,15 @@ pub fn report(
     let mut inst: Vec<f64> = kept.iter().map(|r| words(Some(&r.instruction))).collect();
     let mut input: Vec<f64> = kept.iter().map(|r| words(r.input.as_deref())).collect();
     let mut output: Vec<f64> = kept.iter().map(|r| words(r.output.as_deref())).collect();
+    for (name, label, xs) in [
+        ("instruction_words", "words per kept instruction", &inst),
+        ("input_words", "words per kept input", &input),
+        ("output_words", "words per kept output", &output),
+    ] {
+        let mut h = Histogram::new(label, 1.0, 1e4, 16, Scale::Log10);
+        xs.iter().for_each(|&x| h.record(x));
+        stats.histograms.insert(name.into(), h);
+    }
     stats
         .metrics
         .extend(distribution("instruction_words", &mut inst));

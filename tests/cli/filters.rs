@@ -344,4 +344,17 @@ fn fineweb_en_pipeline_runs_on_the_shared_web_data() {
         kept.len() as u64,
         st["dedup"]["rows_kept"].as_u64().unwrap()
     );
+    // Its report: every section's figures are the stats files'.
+    let doc = crate::report::report(&s, "runs/fineweb-en");
+    crate::report::check(
+        &doc,
+        &s.path("runs/fineweb-en"),
+        Some(&s.path("runs/fineweb-en/rejects")),
+    );
+    // Both sources are split out, and the filters' rule figures are recorded.
+    assert_eq!(st["lang"]["sources"]["c4"]["rows_in"], 800);
+    assert_eq!(st["lang"]["sources"]["pages"]["rows_in"], 800);
+    let rep = crate::report::histogram_counts(&s.path("runs/fineweb-en"), "rep");
+    assert_eq!(rep["dup_para_frac"], 1557);
+    assert_eq!(st["lang"]["counts"]["language"]["en"], 1589);
 }

@@ -10,6 +10,7 @@ mod gpu;
 pub mod hardening;
 mod langid;
 mod layers;
+pub mod report;
 mod resume;
 mod run;
 mod synth;

@@ -494,6 +494,14 @@ fn self_instruct_filters_scores_and_generates_instances() {
         ),
     );
     assert_ok(&s.grist(&["run", "si.yaml"]));
+    // The report: the ROUGE-L histogram and examples of every rejection, from the rejects.
+    let doc = crate::report::report(&s, "work");
+    crate::report::check(&doc, &s.path("work"), Some(&s.path("rejects")));
+    let rouge = scraper::Selector::parse(
+        "#synthetic figure[data-stage=\"gen\"][data-histogram=\"rouge_vs_seeds\"]",
+    )
+    .unwrap();
+    assert_eq!(doc.root_element().select(&rouge).count(), 1);
     let kept = read_rows(&s.path("out"));
     let rejected = read_rows(&s.path("rejects/gen"));
     let reasons: BTreeSet<&str> = rejected

@@ -672,6 +672,46 @@ fn tokenize_mix_pipeline_runs_on_the_shared_data() {
         (selected as f64 - 1.5e6).abs() / 1.5e6 < 0.005,
         "{selected} tokens selected"
     );
+    // The report's tokens section: vocabulary, tokens per source, target vs realised shares.
+    let doc = crate::report::report(&s, "runs/tokenize-mix");
+    crate::report::check(
+        &doc,
+        &s.path("runs/tokenize-mix"),
+        Some(&s.path("runs/tokenize-mix/rejects")),
+    );
+    let root = doc.root_element();
+    let select = |q: &str| {
+        let q = scraper::Selector::parse(q).unwrap();
+        root.select(&q).collect::<Vec<_>>()
+    };
+    let vocab = select("#tokens p[data-tokenizer=\"tokenizer\"]");
+    assert_eq!(vocab[0].value().attr("data-vocab-size"), Some("8192"));
+    for name in ["web", "wiki", "books"] {
+        let row = select(&format!(
+            "#tokens table[data-stage=\"tokens\"] tr[data-source=\"{name}\"]"
+        ));
+        let tokens: f64 = row[0].value().attr("data-tokens").unwrap().parse().unwrap();
+        assert_eq!(
+            tokens as u64,
+            m["sources"][name]["tokens"].as_u64().unwrap(),
+            "{name}"
+        );
+        let row = select(&format!(
+            "#tokens table[data-stage=\"mix\"] tr[data-source=\"{name}\"]"
+        ));
+        let realised: f64 = row[0]
+            .value()
+            .attr("data-realised-share")
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert_eq!(
+            realised,
+            m["sources"][name]["train"]["realised_share"]
+                .as_f64()
+                .unwrap()
+        );
+    }
     let train = Dataset::open(&s.path("runs/tokenize-mix/mix/train")).unwrap();
     assert!(train.num_documents() > 1000);
     for d in 0..train.num_documents() {

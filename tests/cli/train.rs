@@ -636,6 +636,11 @@ fn a_pipeline_ends_in_a_train_stage() {
     assert_eq!(losses(&s, "run").len(), 2);
     let st = stats(&s.path("work"));
     assert_eq!(st["train"]["metrics"]["steps"], 2.0);
+    // The report draws the run's curves.
+    let doc = crate::report::report(&s, "work");
+    crate::report::check(&doc, &s.path("work"), None);
+    let curves = scraper::Selector::parse("#training figure[data-chart] polyline.line").unwrap();
+    assert!(doc.root_element().select(&curves).count() >= 4);
     s.write(
         "bad.yaml",
         std::fs::read_to_string(s.path("p.yaml"))
