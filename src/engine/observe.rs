@@ -65,8 +65,9 @@ pub fn sample_rejected(stats: &mut StageStats, rejected: &Rejected) {
     });
 }
 
-/// Records the length of every document of `batch`, in characters and in words
-/// (whitespace-separated).
+/// Records the length of every document of `batch`, in characters and in words (runs of
+/// bytes between ASCII whitespace: a byte loop, several times faster than Unicode
+/// `split_whitespace`, which matters when every document of a run passes here twice).
 pub fn record_lengths(stats: &mut StageStats, batch: &RecordBatch) {
     let Ok(texts) = text_values(batch) else {
         return;
@@ -75,8 +76,36 @@ pub fn record_lengths(stats: &mut StageStats, batch: &RecordBatch) {
         stats.record(LENGTH_CHARS, t.chars().count() as f64, || {
             Histogram::new("characters per document", 1.0, 1e7, 28, Scale::Log10)
         });
-        stats.record(LENGTH_WORDS, t.split_whitespace().count() as f64, || {
-            Histogram::new("words per document", 1.0, 1e6, 24, Scale::Log10)
+        stats.record(LENGTH_WORDS, ascii_words(t) as f64, || {
+            Histogram::new(
+                "words per document (split at ASCII whitespace)",
+                1.0,
+                1e6,
+                24,
+                Scale::Log10,
+            )
         });
+    }
+}
+
+/// Words separated by ASCII whitespace.
+fn ascii_words(text: &str) -> usize {
+    let mut words = 0;
+    let mut in_word = false;
+    for &b in text.as_bytes() {
+        let space = b.is_ascii_whitespace();
+        words += usize::from(in_word && space);
+        in_word = !space;
+    }
+    words + usize::from(in_word)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn ascii_words_counts_like_split_whitespace_on_ascii() {
+        for t in ["", " ", "a", " a b  c\n", "one\ttwo\r\nthree ", "é à"] {
+            assert_eq!(super::ascii_words(t), t.split_whitespace().count(), "{t:?}");
+        }
     }
 }

@@ -70,6 +70,17 @@ fn example_pipeline_trains_reports_f1_and_filters_by_score() {
                 && r["quality_score"].as_f64().unwrap() < 0.5)
     );
 
+    // The report draws the score histogram with the threshold at 0.5, dropping below it.
+    let doc = crate::report::report(&s, "runs/quality-classifier");
+    crate::report::check(
+        &doc,
+        &s.path("runs/quality-classifier"),
+        Some(&s.path("runs/quality-classifier/rejects")),
+    );
+    let h = &st["score"]["histograms"]["quality_score"];
+    assert_eq!(h["count"], 1600);
+    assert_eq!(h["thresholds"], serde_json::json!([[0.5, "below"]]));
+
     let again = s.grist(&["run", "qc.yaml"]);
     assert!(
         text(&again).contains("0 task(s) run, 7 already complete"),

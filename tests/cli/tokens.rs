@@ -635,7 +635,10 @@ fn tokenize_mix_pipeline_runs_on_the_shared_data() {
             &format!("type: langid, model: {},", model.display()),
         );
     s.write("tokenize-mix.yaml", yaml);
-    assert_ok(&s.grist(&["run", "tokenize-mix.yaml"]));
+    // As the README runs it.
+    let out = s.grist(&["run", "tokenize-mix.yaml", "--report"]);
+    assert_ok(&out);
+    assert!(text(&out).contains("report: runs/tokenize-mix/report.html"));
     let tok = json_file(&s.path("runs/tokenize-mix/tokenizer.json"));
     assert_eq!(tok["model"]["vocab"].as_object().unwrap().len(), 8192);
     let st = stats(&s.path("runs/tokenize-mix"));

@@ -276,11 +276,15 @@ fn examples(data: &RunData) -> String {
     let mut out = String::new();
     for s in &data.stages {
         let st = &s.stats;
-        let groups: Vec<&String> = st
+        // Every reason the stage counted, and every sampled group.
+        let mut groups: Vec<&String> = st
             .samples
             .keys()
             .filter(|g| *g != CLUSTER_SAMPLES && *g != KEPT_SAMPLES)
+            .chain(st.rejected.iter().filter(|(_, n)| **n > 0).map(|(r, _)| r))
             .collect();
+        groups.sort();
+        groups.dedup();
         if groups.is_empty() {
             continue;
         }
@@ -306,11 +310,23 @@ fn examples(data: &RunData) -> String {
                 esc(reason),
                 num(n)
             );
-            out.push_str("<div class=\"examples\">");
-            for sample in &st.samples[reason] {
-                out.push_str(&example(&s.stage, reason, sample));
+            match st.samples.get(reason.as_str()) {
+                Some(samples) => {
+                    out.push_str("<div class=\"examples\">");
+                    for sample in samples {
+                        out.push_str(&example(&s.stage, reason, sample));
+                    }
+                    out.push_str("</div>");
+                }
+                None => {
+                    let _ = write!(
+                        out,
+                        "<p class=\"note\" data-no-examples=\"{}\">No examples: this stage drops \
+                         these rows inside its own phase, where rows are counted but not sampled.</p>",
+                        esc(reason)
+                    );
+                }
             }
-            out.push_str("</div>");
         }
         if let Some(kept) = st.samples.get(KEPT_SAMPLES) {
             let _ = write!(

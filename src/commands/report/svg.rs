@@ -197,8 +197,27 @@ pub fn short_num(v: f64) -> String {
         format!("{v:.0}")
     } else if a >= 1.0 {
         format!("{v:.2}")
-    } else {
+    } else if a >= 0.01 {
         format!("{v:.3}")
+    } else {
+        // Learning rates: 0.0015 must not print as 0.002 beside 0.002.
+        format!("{v:.1e}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_num;
+
+    #[test]
+    fn axis_numbers_stay_distinct_and_short() {
+        assert_eq!(short_num(0.0), "0");
+        assert_eq!(short_num(0.25), "0.250");
+        assert_eq!(short_num(0.0015), "1.5e-3");
+        assert_eq!(short_num(0.002), "2.0e-3");
+        assert_eq!(short_num(3.5), "3.50");
+        assert_eq!(short_num(443_394.0), "443k");
+        assert_eq!(short_num(1_500_000.0), "1.5M");
     }
 }
 
