@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use indicatif::{ProgressBar, ProgressStyle};
@@ -88,42 +89,57 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
         let bar = progress_bar(opts.progress, &phase.name, tasks.len());
         let failures = Mutex::new(Vec::new());
         let counts = Mutex::new((0usize, 0usize));
-        let rows_done = std::sync::atomic::AtomicU64::new(0);
-        pool.install(|| {
-            tasks.par_iter().for_each(|t| {
-                match run_catching_panics(p, plan, &phase.name, t) {
-                    Ok(Outcome::Skipped(_)) => {
-                        counts.lock().expect("no panics hold this lock").1 += 1;
-                        tracing::debug!("task {} already complete", t.name);
-                    }
-                    Ok(Outcome::Ran(m)) => {
-                        counts.lock().expect("no panics hold this lock").0 += 1;
-                        let first = t.counted.first().map(|&i| &p.nodes[i].id);
-                        let rows = first
-                            .and_then(|id| m.stats.get(id))
-                            .map_or(0, |s| s.rows_in);
-                        let total =
-                            rows_done.fetch_add(rows, std::sync::atomic::Ordering::Relaxed) + rows;
-                        if bar.is_hidden() {
-                            tracing::info!("task {} done: {rows} rows in", t.name);
-                        } else {
-                            let secs = phase_started.elapsed().as_secs_f64().max(1e-3);
+        let rows_at_start = task::rows_streamed();
+        let phase_done = std::sync::atomic::AtomicBool::new(false);
+        std::thread::scope(|scope| {
+            // Rows read by this phase's stream tasks so far, batch by batch, on the bar's message;
+            // a phase of one long task still shows its pace.
+            if !bar.is_hidden() {
+                scope.spawn(|| {
+                    while !phase_done.load(Ordering::Relaxed) {
+                        let rows = task::rows_streamed() - rows_at_start;
+                        let secs = phase_started.elapsed().as_secs_f64().max(1e-3);
+                        if rows > 0 {
                             bar.set_message(format!(
-                                "{total} rows, {:.0} rows/s",
-                                total as f64 / secs
+                                "{rows} rows, {:.0} rows/s",
+                                rows as f64 / secs
                             ));
                         }
+                        std::thread::sleep(std::time::Duration::from_millis(250));
                     }
-                    Err(e) => {
-                        tracing::error!("task {} ({}) failed: {e}", t.name, t.input.display());
-                        failures
-                            .lock()
-                            .expect("no panics hold this lock")
-                            .push(format!("  {} ({}): {e}", t.name, t.input.display()));
+                });
+            }
+            // Stops the ticker however the phase ends, so the scope never waits on it forever.
+            let _stop = SetOnDrop(&phase_done);
+            pool.install(|| {
+                tasks.par_iter().for_each(|t| {
+                    match run_catching_panics(p, plan, &phase.name, t) {
+                        Ok(Outcome::Skipped(_)) => {
+                            counts.lock().expect("no panics hold this lock").1 += 1;
+                            tracing::debug!("task {} already complete", t.name);
+                        }
+                        Ok(Outcome::Ran(m)) => {
+                            counts.lock().expect("no panics hold this lock").0 += 1;
+                            let first = t.counted.first().map(|&i| &p.nodes[i].id);
+                            let rows = first
+                                .and_then(|id| m.stats.get(id))
+                                .map_or(0, |s| s.rows_in);
+                            // On a terminal the bar says it; elsewhere one line per task.
+                            if bar.is_hidden() {
+                                tracing::info!("task {} done: {rows} rows in", t.name);
+                            }
+                        }
+                        Err(e) => {
+                            tracing::error!("task {} ({}) failed: {e}", t.name, t.input.display());
+                            failures
+                                .lock()
+                                .expect("no panics hold this lock")
+                                .push(format!("  {} ({}): {e}", t.name, t.input.display()));
+                        }
                     }
-                }
-                bar.inc(1);
-            })
+                    bar.inc(1);
+                })
+            });
         });
         bar.finish_and_clear();
         let (ran, skipped) = counts.into_inner().expect("no panics hold this lock");
@@ -156,6 +172,14 @@ fn describe_selection(sel: &Selection) -> String {
         (Some(ph), None) => format!("phase {ph}"),
         (None, Some((i, n))) => format!("tasks {i} mod {n}"),
         (Some(ph), Some((i, n))) => format!("phase {ph}, tasks {i} mod {n}"),
+    }
+}
+
+struct SetOnDrop<'a>(&'a std::sync::atomic::AtomicBool);
+
+impl Drop for SetOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::Relaxed);
     }
 }
 

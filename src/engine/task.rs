@@ -47,6 +47,13 @@ pub fn completed(workdir: &Path, phase: &str, task: &Task) -> Option<Marker> {
         .then_some(marker)
 }
 
+/// Rows read by the stream tasks of this process so far (for progress bars).
+static ROWS_STREAMED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+pub fn rows_streamed() -> u64 {
+    ROWS_STREAMED.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 pub enum Outcome {
     Skipped(Marker),
     Ran(Marker),
@@ -260,6 +267,10 @@ impl<'a> Runner<'a> {
                         "stored barrier input has unreadable rows",
                     ));
                 }
+                ROWS_STREAMED.fetch_add(
+                    out.kept.num_rows() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
                 self.push(root, root, &out.kept)?;
                 checkpoint("batch");
                 continue;
@@ -268,6 +279,10 @@ impl<'a> Runner<'a> {
             let kept_rows = out.kept.num_rows() as u64;
             let rejected_rows = out.rejected.as_ref().map_or(0, |r| r.num_rows() as u64);
             self.stats[root].rows_in += kept_rows + rejected_rows;
+            ROWS_STREAMED.fetch_add(
+                kept_rows + rejected_rows,
+                std::sync::atomic::Ordering::Relaxed,
+            );
             self.account(root, out)?;
             checkpoint("batch");
         }
