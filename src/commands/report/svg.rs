@@ -205,22 +205,6 @@ pub fn short_num(v: f64) -> String {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::short_num;
-
-    #[test]
-    fn axis_numbers_stay_distinct_and_short() {
-        assert_eq!(short_num(0.0), "0");
-        assert_eq!(short_num(0.25), "0.250");
-        assert_eq!(short_num(0.0015), "1.5e-3");
-        assert_eq!(short_num(0.002), "2.0e-3");
-        assert_eq!(short_num(3.5), "3.50");
-        assert_eq!(short_num(443_394.0), "443k");
-        assert_eq!(short_num(1_500_000.0), "1.5M");
-    }
-}
-
 /// One series of a line chart.
 pub struct Series<'a> {
     pub name: &'a str,
@@ -349,4 +333,20 @@ pub fn lines(
     );
     out.push_str("</svg>");
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::short_num;
+
+    #[test]
+    fn axis_numbers_stay_distinct_and_short() {
+        assert_eq!(short_num(0.0), "0");
+        assert_eq!(short_num(0.25), "0.250");
+        assert_eq!(short_num(0.0015), "1.5e-3");
+        assert_eq!(short_num(0.002), "2.0e-3");
+        assert_eq!(short_num(3.5), "3.50");
+        assert_eq!(short_num(443_394.0), "443k");
+        assert_eq!(short_num(1_500_000.0), "1.5M");
+    }
 }
