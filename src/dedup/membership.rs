@@ -216,7 +216,9 @@ impl DedupOutput {
                 if keep[r] { "kept" } else { "removed" }
             );
             let text = texts[r].unwrap_or("");
-            let sample = Sample::new([key0, sample_key(id)], id, text, note);
+            // Without ids, rows of a cluster are told apart by their texts.
+            let key1 = sample_key(if ids.is_some() { id } else { text });
+            let sample = Sample::new([key0, key1], id, text, note);
             self.observed.offer_sample(CLUSTER_SAMPLES, sample);
         }
     }

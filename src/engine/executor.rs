@@ -72,7 +72,7 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
     }
     let mut summary = RunSummary::default();
     let mut record = RunRecord::start(p, plan, describe_selection(&opts.selection));
-    record.write(p.workdir())?;
+    save_record(p, plan, &mut record)?;
     for phase in phases {
         let phase_started = Instant::now();
         let tasks: Vec<_> = phase
@@ -147,8 +147,7 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
         summary.tasks_skipped += skipped;
         summary.stages = merge_stats(p, plan)?;
         record.phase_ran(&phase.name, phase_started.elapsed().as_secs_f64());
-        record.count_done(p, plan);
-        record.write(p.workdir())?;
+        save_record(p, plan, &mut record)?;
         let failures = failures.into_inner().expect("no panics hold this lock");
         if !failures.is_empty() {
             return Err(GristError::TasksFailed {
@@ -161,7 +160,7 @@ pub fn run(p: &Pipeline, plan: &Plan, opts: &RunOptions) -> Result<RunSummary> {
     }
     summary.seconds = started.elapsed().as_secs_f64();
     record.finished = Some(runlog::now());
-    record.write(p.workdir())?;
+    save_record(p, plan, &mut record)?;
     summary.complete = record.complete();
     Ok(summary)
 }
@@ -280,15 +279,7 @@ fn progress_bar(enabled: bool, phase: &str, len: usize) -> ProgressBar {
 /// which has seen every marker.
 pub fn merge_stats(p: &Pipeline, plan: &Plan) -> Result<Vec<StageReport>> {
     let dir = p.workdir().join("stats");
-    std::fs::create_dir_all(&dir).at(&dir)?;
-    let lock_path = dir.join(".lock");
-    let lock = std::fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .open(&lock_path)
-        .at(&lock_path)?;
-    lock.lock().at(&lock_path)?;
+    let lock = stats_lock(p.workdir())?;
     checkpoint("stats");
     type Merged = (StageStats, usize, usize, BTreeMap<String, SourceCounts>);
     let mut merged: BTreeMap<&str, Merged> = BTreeMap::new();
@@ -328,6 +319,30 @@ pub fn merge_stats(p: &Pipeline, plan: &Plan) -> Result<Vec<StageReport>> {
     }
     drop(lock);
     Ok(reports)
+}
+
+/// `stats/.lock`, held while stats files or `run.json` are written: processes running tasks of
+/// one pipeline side by side take turns, and each writes what it counts from the markers then.
+fn stats_lock(workdir: &Path) -> Result<std::fs::File> {
+    let dir = workdir.join("stats");
+    std::fs::create_dir_all(&dir).at(&dir)?;
+    let lock_path = dir.join(".lock");
+    let lock = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&lock_path)
+        .at(&lock_path)?;
+    lock.lock().at(&lock_path)?;
+    Ok(lock)
+}
+
+/// Counts the complete tasks and writes `run.json`, under the stats lock, so that a process
+/// finishing later never overwrites a newer count with an older one.
+fn save_record(p: &Pipeline, plan: &Plan, record: &mut RunRecord) -> Result<()> {
+    let _lock = stats_lock(p.workdir())?;
+    record.count_done(p, plan);
+    record.write(p.workdir())
 }
 
 fn write_report(dir: &Path, report: &StageReport) -> Result<()> {

@@ -43,7 +43,7 @@ fn offer<'a>(stats: &mut StageStats, batch: &RecordBatch, group: impl Fn(usize) 
             .get(g)
             .filter(|s| s.len() >= SAMPLES_PER_GROUP)
             .and_then(|s| s.last())
-            .is_some_and(|last| (last.key[0], last.id.as_str()) <= (key, id.as_str()));
+            .is_some_and(|last| (last.key[0], last.id.as_str()) < (key, id.as_str()));
         if !full {
             let text = texts[r].unwrap_or("");
             stats.offer_sample(g, Sample::new([key, 0], &id, text, String::new()));

@@ -64,7 +64,7 @@ pub fn now() -> f64 {
 impl RunRecord {
     pub fn start(p: &Pipeline, plan: &Plan, selection: String) -> Self {
         let text = std::fs::read_to_string(&p.spec.file).unwrap_or_default();
-        let mut record = RunRecord {
+        RunRecord {
             grist_version: env!("CARGO_PKG_VERSION").to_string(),
             pipeline_file: p.spec.file.clone(),
             pipeline_text: text,
@@ -95,9 +95,7 @@ impl RunRecord {
                     seconds: None,
                 })
                 .collect(),
-        };
-        record.count_done(p, plan);
-        record
+        }
     }
 
     /// Counts the complete tasks of every phase from their markers.

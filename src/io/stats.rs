@@ -85,7 +85,8 @@ pub fn keep_smallest(samples: &mut Vec<Sample>, limit: usize) {
             .partial_cmp(&(b.key, &b.id, &b.text))
             .expect("keys and strings are totally ordered")
     });
-    samples.dedup_by(|a, b| a.key == b.key && a.id == b.id);
+    // The same row offered twice (a sample merged with itself) is kept once.
+    samples.dedup_by(|a, b| a.key == b.key && a.id == b.id && a.text == b.text);
     samples.truncate(limit);
 }
 
@@ -195,7 +196,11 @@ impl Histogram {
     }
 
     pub fn merge(&mut self, other: &Histogram) {
-        if self.bins.len() != other.bins.len() || self.lo != other.lo || self.hi != other.hi {
+        if self.bins.len() != other.bins.len()
+            || self.lo != other.lo
+            || self.hi != other.hi
+            || self.scale != other.scale
+        {
             // Two versions of a stage binned differently; keep the counts, not the shape.
             self.under += other.count;
             self.count += other.count;
@@ -259,10 +264,12 @@ impl StageStats {
     pub fn offer_sample(&mut self, group: &str, sample: Sample) {
         let limit = sample_limit(group);
         let mine = self.samples.entry(group.to_string()).or_default();
+        // Only a row strictly after the last kept one can be skipped: on a tie of key and id,
+        // `keep_smallest` decides by text, as it would if one task had seen both rows.
         if mine.len() >= limit
             && mine
                 .last()
-                .is_some_and(|last| (last.key, &last.id) <= (sample.key, &sample.id))
+                .is_some_and(|last| (last.key, &last.id) < (sample.key, &sample.id))
         {
             return;
         }
@@ -380,6 +387,28 @@ mod tests {
         merged.merge(&parts[0]);
         assert_eq!(merged.samples, one.samples);
         assert_eq!(one.samples["r"].len(), SAMPLES_PER_GROUP);
+        // Rows with the same id (repeated pages) and different texts: the same one is kept
+        // whichever task saw which.
+        let dup = |text: &str| Sample::new([sample_key("same"), 0], "same", text, String::new());
+        let low = |i: usize| Sample::new([0, 0], &format!("low{i}"), "x", String::new());
+        let mut one_task = StageStats::default();
+        let (mut a, mut b) = (StageStats::default(), StageStats::default());
+        for i in 0..SAMPLES_PER_GROUP - 1 {
+            one_task.offer_sample("d", low(i));
+            a.offer_sample("d", low(i));
+        }
+        // The group is full when the second row with that id comes.
+        one_task.offer_sample("d", dup("zzz"));
+        one_task.offer_sample("d", dup("aaa"));
+        a.offer_sample("d", dup("zzz"));
+        b.offer_sample("d", dup("aaa"));
+        let mut ab = a.clone();
+        ab.merge(&b);
+        let mut ba = b.clone();
+        ba.merge(&a);
+        assert_eq!(ab.samples, ba.samples);
+        assert_eq!(one_task.samples, ab.samples);
+        assert_eq!(one_task.samples["d"].last().unwrap().text, "aaa");
         let long = "é".repeat(2000);
         let s = Sample::new([0, 0], "x", &long, String::new());
         assert_eq!((s.text.chars().count(), s.chars), (SAMPLE_CHARS, 2000));

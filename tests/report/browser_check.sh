@@ -26,31 +26,38 @@ if ! command -v chromium >/dev/null; then
 fi
 
 browser() {
-  # A fresh profile each time, so no state carries between renders.
-  local profile
+  # A fresh profile each time, so no state carries between renders; Chromium's exit status
+  # (124 when it timed out) is returned.
+  local profile rc=0
   profile=$(mktemp -d)
   timeout 120 chromium --headless --no-sandbox --disable-gpu --hide-scrollbars \
-    --user-data-dir="$profile" --no-first-run --disable-extensions "$@"
+    --user-data-dir="$profile" --no-first-run --disable-extensions "$@" || rc=$?
   rm -rf "$profile"
+  return $rc
 }
 
 status=0
 for report in "$@"; do
   path=$(cd "$(dirname "$report")" && pwd)/$(basename "$report")
   name=$(basename "$(dirname "$path")")-$(basename "$path" .html)
+  url=$(python3 -c 'import sys, urllib.parse; print("file://" + urllib.parse.quote(sys.argv[1]))' "$path")
   size=$(stat -c %s "$path")
   if [ "$size" -ge 5000000 ]; then
     echo "FAIL $report: $size bytes, not under 5 MB" >&2; status=1
   fi
   for width in 1280 800; do
     log=$(mktemp)
+    harness=$(python3 -c 'import sys, urllib.parse; print(sys.argv[1] + "?width=" + sys.argv[2] + "&report=" + urllib.parse.quote(sys.argv[3], safe=""))' \
+      "file://$here/harness.html" "$width" "$url")
     dom=$(browser --allow-file-access-from-files --enable-logging=stderr --v=0 \
-      --virtual-time-budget=10000 --window-size="$width,900" \
-      --dump-dom "file://$here/harness.html?width=$width&report=file://$path" 2>"$log")
+      --virtual-time-budget=10000 --window-size="$width,900" --dump-dom "$harness" 2>"$log") || true
     result=$(printf '%s' "$dom" | sed -n 's:.*<pre id="result">\(.*\)</pre>.*:\1:p' | sed 's/&quot;/"/g')
+    # No result at all (Chromium failed or timed out) is a failure, reported as one.
+    [ -n "$result" ] || result='{"error": "no result from the harness (Chromium failed or timed out)"}'
     errors=$(grep -E 'CONSOLE|Uncaught' "$log" | grep -v 'harness.html' || true)
     rm -f "$log"
-    echo "{\"report\": \"$report\", \"bytes\": $size, \"result\": $result}"
+    python3 -c 'import json, sys; print(json.dumps({"report": sys.argv[1], "bytes": int(sys.argv[2]), "result": json.loads(sys.argv[3])}))' \
+      "$report" "$size" "$result"
     if [ -n "$errors" ]; then
       echo "FAIL $report at $width px: console errors:" >&2; echo "$errors" >&2; status=1
     fi
@@ -70,8 +77,10 @@ else:
 for b in bad: print(f"FAIL {report} at {width} px: {b}", file=sys.stderr)
 sys.exit(1 if bad else 0)
 PY
-    height=$(python3 -c 'import json,sys; print(min(json.loads(sys.argv[1]).get("height", 900), 45000))' "$result")
-    browser --window-size="$width,$height" --screenshot="$out/$name-$width.png" "file://$path" 2>/dev/null
+    height=$(python3 -c 'import json,sys; print(min(json.loads(sys.argv[1]).get("height", 900), 45000))' "$result" || echo 900)
+    if ! browser --window-size="$width,$height" --screenshot="$out/$name-$width.png" "$url" 2>/dev/null; then
+      echo "FAIL $report at $width px: no screenshot" >&2; status=1
+    fi
   done
 done
 exit $status

@@ -13,8 +13,11 @@ pub fn esc(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
-            // Control characters other than tab and newline would make the document invalid.
-            c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{fffd}'),
+            // Other C0/C1 controls are parse errors in HTML; tab, newline, carriage return and
+            // form feed are whitespace there.
+            c if c.is_control() && !matches!(c, '\n' | '\t' | '\r' | '\x0c') => {
+                out.push('\u{fffd}')
+            }
             c => out.push(c),
         }
     }

@@ -96,10 +96,12 @@ pub fn load(workdir: &Path) -> Result<RunData> {
 /// A path from the pipeline, which is relative to where grist ran.
 fn resolve(record: &RunRecord, path: &str) -> PathBuf {
     let p = Path::new(path);
-    if p.is_absolute() || p.exists() {
-        p.to_path_buf()
+    let from_run = record.cwd.join(p);
+    if p.is_absolute() || from_run.exists() {
+        from_run
     } else {
-        record.cwd.join(p)
+        // The run's directory moved (a copied workdir): try where the report runs.
+        p.to_path_buf()
     }
 }
 

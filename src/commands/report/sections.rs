@@ -513,27 +513,35 @@ fn dedup(data: &RunData) -> String {
                 "<p class=\"note\">A few clusters (those whose ids hash lowest), each row with \
                  whether it was kept:</p>",
             );
-            let mut last = None;
-            let mut shown = 0;
+            // Members come sorted by cluster; the sample may end inside a cluster.
+            let mut groups: Vec<Vec<&Sample>> = Vec::new();
             for m in members {
-                if last != Some(m.key[0]) {
-                    if last.is_some() {
-                        out.push_str("</div></details>");
-                    }
-                    // The note reads `cluster C of N, kept`: the summary names the cluster.
-                    let cluster = m.note.rsplit_once(", ").map_or(m.note.as_str(), |c| c.0);
-                    let _ = write!(
-                        out,
-                        "<details{}><summary>{}</summary><div class=\"examples\">",
-                        if shown < 2 { " open" } else { "" },
-                        esc(cluster)
-                    );
-                    shown += 1;
-                    last = Some(m.key[0]);
+                match groups.last_mut() {
+                    Some(g) if g[0].key[0] == m.key[0] => g.push(m),
+                    _ => groups.push(vec![m]),
                 }
-                out.push_str(&example(&s.stage, CLUSTER_SAMPLES, m));
             }
-            if last.is_some() {
+            for (k, group) in groups.iter().enumerate() {
+                // The note reads `cluster C of N documents, kept`: the summary names the cluster.
+                let note = &group[0].note;
+                let cluster = note.rsplit_once(", ").map_or(note.as_str(), |c| c.0);
+                let size: Option<usize> = cluster
+                    .split(" of ")
+                    .nth(1)
+                    .and_then(|rest| rest.split(' ').next()?.parse().ok());
+                let partial = match size {
+                    Some(n) if n > group.len() => format!(" (showing {})", group.len()),
+                    _ => String::new(),
+                };
+                let _ = write!(
+                    out,
+                    "<details{}><summary>{}{partial}</summary><div class=\"examples\">",
+                    if k < 2 { " open" } else { "" },
+                    esc(cluster)
+                );
+                for m in group {
+                    out.push_str(&example(&s.stage, CLUSTER_SAMPLES, m));
+                }
                 out.push_str("</div></details>");
             }
         }
