@@ -253,7 +253,8 @@ fn funnel(data: &RunData) -> String {
 }
 
 fn example(stage: &str, group: &str, s: &Sample) -> String {
-    let class = if group == KEPT_SAMPLES {
+    // Kept rows get a green edge: the `kept` sample, and kept members of a dedup cluster.
+    let class = if group == KEPT_SAMPLES || s.note.ends_with(", kept") {
         "example kept"
     } else {
         "example"
