@@ -45,7 +45,8 @@ enum Command {
         #[arg(long, env = "SLURM_ARRAY_TASK_ID", requires = "tasks")]
         task: Option<usize>,
         /// Number of processes sharing the phase (with --task).
-        #[arg(long, env = "SLURM_ARRAY_TASK_COUNT", requires = "task")]
+        /// Without --task, the task index comes from JOB_COMPLETION_INDEX (a Kubernetes Indexed Job).
+        #[arg(long, env = "SLURM_ARRAY_TASK_COUNT")]
         tasks: Option<usize>,
         /// Worker threads (default: all cores).
         #[arg(long, short = 'j', value_parser = crate::thread_count)]
@@ -76,6 +77,12 @@ enum Command {
         /// With `--emit slurm`: array size per phase (default: one array job per task).
         #[arg(long)]
         array_size: Option<usize>,
+        /// With `--emit k8s`: pods of a phase running at once (default: all of its tasks).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+        parallelism: Option<u32>,
+        /// With `--emit k8s`: CPUs each pod requests, and its worker threads.
+        #[arg(long, default_value_t = 4, value_parser = crate::thread_count)]
+        cpus: usize,
     },
     /// List stage types; `stages describe TYPE` shows one stage's parameters.
     Stages {
@@ -290,6 +297,8 @@ enum Emit {
     Text,
     Json,
     Slurm,
+    /// Kubernetes Indexed Jobs, one per phase.
+    K8s,
 }
 
 /// `-q`: nothing but errors on any output.
@@ -366,6 +375,10 @@ fn execute(command: Command, quiet: bool) -> anyhow::Result<()> {
             no_progress,
             report,
         } => {
+            let task = match (task, tasks) {
+                (None, Some(_)) => Some(completion_index()?),
+                (task, _) => task,
+            };
             let (pipeline, plan) = engine::prepare(grist::config::load(&file)?)?;
             let opts = RunOptions {
                 selection: Selection {
@@ -414,7 +427,10 @@ fn execute(command: Command, quiet: bool) -> anyhow::Result<()> {
             file,
             emit,
             array_size,
+            parallelism,
+            cpus,
         } => {
+            let parallelism = parallelism.map(|n| n as usize);
             let (pipeline, plan) = engine::prepare(grist::config::load(&file)?)?;
             match emit {
                 Emit::Text => print!("{}", plan_text(&pipeline, &plan)),
@@ -422,6 +438,10 @@ fn execute(command: Command, quiet: bool) -> anyhow::Result<()> {
                 Emit::Slurm => print!(
                     "{}",
                     engine::slurm::scripts(&pipeline, &plan, &file, array_size)
+                ),
+                Emit::K8s => print!(
+                    "{}",
+                    engine::k8s::manifests(&pipeline, &plan, &file, parallelism, cpus)
                 ),
             }
         }
@@ -556,6 +576,24 @@ fn execute(command: Command, quiet: bool) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The task index of a pod of a Kubernetes Indexed Job, for `--tasks N` without `--task`.
+fn completion_index() -> anyhow::Result<usize> {
+    let Ok(v) = std::env::var("JOB_COMPLETION_INDEX") else {
+        return Err(GristError::Usage(
+            "--tasks needs --task (or SLURM_ARRAY_TASK_ID, or JOB_COMPLETION_INDEX in a Kubernetes \
+             Indexed Job)"
+                .into(),
+        )
+        .into());
+    };
+    v.trim().parse().map_err(|e| {
+        GristError::Usage(format!(
+            "JOB_COMPLETION_INDEX `{v}` is not a task index: {e}"
+        ))
+        .into()
+    })
 }
 
 /// Writes the pipeline a command stands for into `workdir` and runs it there, resumably.

@@ -1,6 +1,7 @@
 //! DAG → phases → tasks, the local executor, completion markers and stats.
 
 pub mod executor;
+pub mod k8s;
 pub mod lock;
 pub mod observe;
 pub mod plan;

@@ -287,3 +287,112 @@ fn example_ccnet_branch_filters_on_nested_metadata() {
         9
     );
 }
+
+/// `kubernetes-validate` 1.37.0 in its own venv, fetched from PyPI by
+/// tests/fetch_kubernetes_validate.sh (`.ci/run` fetches it first), or fails saying why.
+fn kubernetes_validate() -> std::path::PathBuf {
+    let out = std::process::Command::new("bash")
+        .arg(repo().join("tests/fetch_kubernetes_validate.sh"))
+        .output()
+        .expect("bash runs");
+    assert!(
+        out.status.success(),
+        "cannot install kubernetes-validate from PyPI: {}",
+        text(&out)
+    );
+    std::path::PathBuf::from(
+        String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+}
+
+#[test]
+fn kubernetes_indexed_jobs_validate_and_pods_pick_their_task() {
+    let s = Scratch::new();
+    let model = repo().join("filters/models/lid.176.ftz");
+    let yaml = std::fs::read_to_string(repo().join("pipelines/fineweb-en.yaml"))
+        .unwrap()
+        .replace("../shared/data", shared_data().to_str().unwrap())
+        .replace(
+            "type: langid,",
+            &format!("type: langid, model: {},", model.display()),
+        );
+    s.write("fineweb-en.yaml", yaml);
+    let out = s.grist(&[
+        "plan",
+        "fineweb-en.yaml",
+        "--emit",
+        "k8s",
+        "--parallelism",
+        "2",
+    ]);
+    assert_ok(&out);
+    let manifests = s.write("jobs.yaml", &out.stdout);
+    // Against the Kubernetes OpenAPI schema (strict: no unknown field), oldest and newest
+    // release with Indexed Jobs' per-index backoff.
+    let validator = kubernetes_validate();
+    for version in ["1.29.0", "1.37.0"] {
+        let v = std::process::Command::new(&validator)
+            .args(["--strict", "--quiet", "-k", version])
+            .arg(&manifests)
+            .output()
+            .unwrap();
+        assert!(v.status.success(), "Kubernetes {version}: {}", text(&v));
+    }
+    // The schema leaves enums and our contract to us: check those by hand against the plan.
+    let plan = s.grist(&["plan", "fineweb-en.yaml", "--emit", "json"]);
+    let phases: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
+    let docs =
+        yaml_rust2::YamlLoader::load_from_str(&String::from_utf8_lossy(&out.stdout)).unwrap();
+    let phases = phases.as_array().unwrap();
+    assert_eq!(docs.len(), phases.len());
+    for (doc, phase) in docs.iter().zip(phases) {
+        let name = phase["name"].as_str().unwrap();
+        let tasks = phase["tasks"].as_array().unwrap().len() as i64;
+        assert_eq!(doc["kind"].as_str(), Some("Job"));
+        let spec = &doc["spec"];
+        assert_eq!(spec["completionMode"].as_str(), Some("Indexed"));
+        assert_eq!(spec["completions"].as_i64(), Some(tasks), "{name}");
+        assert_eq!(spec["parallelism"].as_i64(), Some(tasks.min(2)), "{name}");
+        let pod = &spec["template"]["spec"];
+        assert_eq!(pod["restartPolicy"].as_str(), Some("Never"));
+        let command: Vec<&str> = pod["containers"][0]["command"]
+            .as_vec()
+            .unwrap()
+            .iter()
+            .map(|c| c.as_str().unwrap())
+            .collect();
+        let tasks = tasks.to_string();
+        assert_eq!(
+            &command[..7],
+            [
+                "grist",
+                "run",
+                "fineweb-en.yaml",
+                "--phase",
+                name,
+                "--tasks",
+                tasks.as_str()
+            ]
+        );
+    }
+    // A pod runs the task of its completion index.
+    let s = Scratch::new();
+    sharded_pipeline(&s, 4);
+    let out = s.grist_env(
+        &["run", "p.yaml", "--phase", "stream", "--tasks", "4"],
+        &[("JOB_COMPLETION_INDEX", "1")],
+    );
+    assert_ok(&out);
+    assert_eq!(file_names(&s.path("out")), ["input-00001.parquet"]);
+    let out = s.grist(&["run", "p.yaml", "--phase", "stream", "--tasks", "4"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("JOB_COMPLETION_INDEX"),
+        "{}",
+        text(&out)
+    );
+}

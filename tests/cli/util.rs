@@ -143,6 +143,7 @@ impl Scratch {
             .current_dir(self.dir.path())
             .env_remove("SLURM_ARRAY_TASK_ID")
             .env_remove("SLURM_ARRAY_TASK_COUNT")
+            .env_remove("JOB_COMPLETION_INDEX")
             .env_remove("GRIST_PAUSE_AT")
             .env_remove("GRIST_PANIC_AT")
             .stdin(Stdio::null());
