@@ -80,7 +80,7 @@ enum Command {
         /// With `--emit k8s`: pods of a phase running at once (default: all of its tasks).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
         parallelism: Option<u32>,
-        /// With `--emit k8s`: CPUs each pod requests, and its worker threads.
+        /// With `--emit slurm` or `k8s`: CPUs each array task or pod asks for, and its workers.
         #[arg(long, default_value_t = 4, value_parser = crate::thread_count)]
         cpus: usize,
     },
@@ -437,7 +437,7 @@ fn execute(command: Command, quiet: bool) -> anyhow::Result<()> {
                 Emit::Json => println!("{}", serde_json::to_string_pretty(&plan.phases)?),
                 Emit::Slurm => print!(
                     "{}",
-                    engine::slurm::scripts(&pipeline, &plan, &file, array_size)
+                    engine::slurm::scripts(&pipeline, &plan, &file, array_size, cpus)
                 ),
                 Emit::K8s => print!(
                     "{}",

@@ -12,6 +12,7 @@ pub fn scripts(
     plan: &Plan,
     pipeline_file: &Path,
     array_size: Option<usize>,
+    cpus: usize,
 ) -> String {
     let mut out = String::new();
     let file = pipeline_file.display();
@@ -28,7 +29,7 @@ pub fn scripts(
         let _ = writeln!(out, "#!/bin/bash");
         let _ = writeln!(out, "#SBATCH --job-name={job}");
         let _ = writeln!(out, "#SBATCH --array=0-{}", n - 1);
-        let _ = writeln!(out, "#SBATCH --cpus-per-task=4");
+        let _ = writeln!(out, "#SBATCH --cpus-per-task={cpus}");
         let _ = writeln!(
             out,
             "#SBATCH --output={}/slurm/%x-%a.log",
@@ -40,6 +41,11 @@ pub fn scripts(
                 "# submit with: sbatch --dependency=afterok:<job id of the previous phase> {job}.sbatch"
             );
         }
+        let _ = writeln!(
+            out,
+            "# The log directory must exist before submission: mkdir -p {}/slurm",
+            p.spec.workdir.display()
+        );
         let _ = writeln!(out, "set -euo pipefail");
         let _ = writeln!(
             out,
