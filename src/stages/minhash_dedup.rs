@@ -27,6 +27,7 @@ use crate::dedup::{offsets, read_counts, remove_stale, size_bin, write_count};
 use crate::error::{GristError, IoContext, Result};
 use crate::io::atomic::PendingFile;
 use crate::io::stats::StageStats;
+use crate::util::size::ByteSize;
 
 /// Removes near-duplicates with MinHash-LSH, with FineWeb's defaults (datatrove 0.10.1's
 /// `MinhashConfig`): texts simplified (lowercase, digits to 0, punctuation to spaces, accents
@@ -64,6 +65,15 @@ pub struct MinhashDedup {
     /// Keep every document and add `dedup_cluster` / `dedup_cluster_size` instead.
     #[serde(default)]
     pub mark_only: bool,
+    /// Memory a `signatures` task may use for signatures (a size: `256MiB`, `1GiB`): a shard
+    /// with more documents than fit (about 2.4 M per GiB with the defaults) is hashed in chunks,
+    /// each written as sorted runs and merged; the result is the same.
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget: ByteSize,
+}
+
+fn default_memory_budget() -> ByteSize {
+    ByteSize(1 << 30)
 }
 
 fn default_n_grams() -> usize {
@@ -135,6 +145,38 @@ struct MinhashBarrier {
 
 fn band_file(dir: &Path, band: usize, shard: usize) -> PathBuf {
     dir.join(format!("signatures/{band:04}/{shard:06}.bin"))
+}
+
+/// Run `part` of band `band` of a shard, while its signatures are written in chunks.
+fn band_part_file(dir: &Path, band: usize, shard: usize, part: usize) -> PathBuf {
+    dir.join(format!("signatures/{band:04}/{shard:06}.part{part:05}.bin"))
+}
+
+/// Merges sorted band runs into one sorted band file at `out` (same record format). Records
+/// order by (values, shard, row), the order sorting all of them at once gives.
+fn merge_band_runs(runs: &[PathBuf], out: &Path, rows: usize) -> Result<()> {
+    let mut readers = Vec::with_capacity(runs.len());
+    let mut heap: BinaryHeap<Reverse<(BandEntry, usize)>> = BinaryHeap::new();
+    for (i, path) in runs.iter().enumerate() {
+        let mut reader = BandReader::open(path, rows)?;
+        if let Some(e) = reader.next_entry()? {
+            heap.push(Reverse((e, i)));
+        }
+        readers.push(reader);
+    }
+    let file = File::create(out).at(out)?;
+    let mut w = BufWriter::with_capacity(1 << 20, file);
+    while let Some(Reverse(((values, shard, row), i))) = heap.pop() {
+        for v in &values[..rows] {
+            w.write_all(&v.to_le_bytes()).at(out)?;
+        }
+        w.write_all(&shard.to_le_bytes()).at(out)?;
+        w.write_all(&row.to_le_bytes()).at(out)?;
+        if let Some(next) = readers[i].next_entry()? {
+            heap.push(Reverse((next, i)));
+        }
+    }
+    w.flush().at(out)
 }
 
 fn count_file(dir: &Path, shard: usize) -> PathBuf {
@@ -271,15 +313,57 @@ impl MinhashBarrier {
         Mode::from_mark_only(self.config.mark_only)
     }
 
-    /// Signatures of one input shard, written as one sorted file per band.
+    /// Writes band `band` of the signatures in memory to `path`, sorted by the band's values
+    /// (ties in row order): records of `hashes_per_bucket` values, the shard, the row.
+    fn write_band(
+        &self,
+        path: &Path,
+        band: usize,
+        shard: usize,
+        sigs: &[u64],
+        rows: &[u32],
+    ) -> Result<()> {
+        let hashes = self.hasher.num_hashes();
+        let r = self.config.hashes_per_bucket;
+        let values = |d: u32| {
+            let start = d as usize * hashes + band * r;
+            &sigs[start..start + r]
+        };
+        let mut order: Vec<u32> = (0..rows.len() as u32).collect();
+        // Rows ascend with d, so ties come out in row order.
+        order.sort_unstable_by(|&x, &y| values(x).cmp(values(y)).then(x.cmp(&y)));
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).at(dir)?;
+        }
+        let file = File::create(path).at(path)?;
+        let mut out = BufWriter::with_capacity(1 << 20, file);
+        for &d in &order {
+            for v in values(d) {
+                out.write_all(&v.to_le_bytes()).at(path)?;
+            }
+            out.write_all(&(shard as u32).to_le_bytes()).at(path)?;
+            out.write_all(&rows[d as usize].to_le_bytes()).at(path)?;
+        }
+        out.flush().at(path)
+    }
+
+    /// Signatures of one input shard, written as one sorted file per band. Signatures are
+    /// held for at most a chunk of documents that fits in `memory_budget`; a shard with more
+    /// is written as sorted runs per band (one per chunk) merged into the band file at the end,
+    /// which gives the same file as sorting the whole shard at once.
     fn signatures(&self, task: &BarrierTask) -> Result<BarrierOutcome> {
         let k = task.index;
         let hashes = self.hasher.num_hashes();
+        // Half the budget for the signatures and their sort order (the rest: the batch being
+        // read and hashed, the reader, buffers).
+        let per_doc = (hashes * 8 + 8) as u64;
+        let chunk_docs = (self.config.memory_budget.0 / 2 / per_doc).max(1024) as usize;
         // Flat signatures of the documents that have one, with their rows.
         let mut sigs: Vec<u64> = Vec::new();
         let mut rows: Vec<u32> = Vec::new();
+        let mut parts: Vec<Vec<PathBuf>> = vec![Vec::new(); self.config.num_buckets];
         let mut total = 0u64;
-        for_each_stored_batch(&task.inputs[k].path, task.batch_size, |batch| {
+        let result = for_each_stored_batch(&task.inputs[k].path, task.batch_size, |batch| {
             let texts = text_values(batch)?;
             let batch_sigs: Vec<Option<Vec<u64>>> = texts
                 .par_iter()
@@ -293,47 +377,68 @@ impl MinhashBarrier {
                     })?);
                 }
                 total += 1;
+                if rows.len() >= chunk_docs {
+                    let part = parts[0].len();
+                    for (band, paths) in parts.iter_mut().enumerate() {
+                        let path = band_part_file(task.dir, band, k, part);
+                        self.write_band(&path, band, k, &sigs, &rows)?;
+                        paths.push(path);
+                    }
+                    sigs.clear();
+                    rows.clear();
+                }
             }
             Ok(())
-        })?;
-        let r = self.config.hashes_per_bucket;
+        });
+        let remove_parts = |parts: &[Vec<PathBuf>]| {
+            for path in parts.iter().flatten() {
+                let _ = std::fs::remove_file(path);
+            }
+        };
+        if let Err(e) = result {
+            remove_parts(&parts);
+            return Err(e);
+        }
         let mut outputs = Vec::with_capacity(self.config.num_buckets + 1);
-        let mut order: Vec<u32> = (0..rows.len() as u32).collect();
         for band in 0..self.config.num_buckets {
-            let values = |d: u32| {
-                let start = d as usize * hashes + band * r;
-                &sigs[start..start + r]
-            };
-            // Rows ascend with d, so ties come out in row order.
-            order.sort_unstable_by(|&x, &y| values(x).cmp(values(y)).then(x.cmp(&y)));
             let path = band_file(task.dir, band, k);
             let pending = PendingFile::new(path)?;
-            let written = (|| -> Result<()> {
-                let file = File::create(&pending.tmp).at(&pending.tmp)?;
-                let mut out = BufWriter::with_capacity(1 << 20, file);
-                for &d in &order {
-                    for v in values(d) {
-                        out.write_all(&v.to_le_bytes()).at(&pending.tmp)?;
-                    }
-                    out.write_all(&(k as u32).to_le_bytes()).at(&pending.tmp)?;
-                    out.write_all(&rows[d as usize].to_le_bytes())
-                        .at(&pending.tmp)?;
-                }
-                out.flush().at(&pending.tmp)
-            })();
+            let written = if parts[band].is_empty() {
+                self.write_band(&pending.tmp, band, k, &sigs, &rows)
+            } else {
+                // What is left is one more run; then every run merges into the band file.
+                let last = band_part_file(task.dir, band, k, parts[band].len());
+                let left = if rows.is_empty() {
+                    Ok(())
+                } else {
+                    self.write_band(&last, band, k, &sigs, &rows)
+                        .map(|()| parts[band].push(last))
+                };
+                left.and_then(|()| {
+                    merge_band_runs(&parts[band], &pending.tmp, self.config.hashes_per_bucket)
+                })
+            };
             match written {
                 Ok(()) => outputs.push(pending.commit()?),
                 Err(e) => {
                     pending.abandon();
+                    remove_parts(&parts);
                     return Err(e);
                 }
             }
         }
+        let runs = parts[0].len();
+        remove_parts(&parts);
         let counts = count_file(task.dir, k);
         write_count(&counts, total)?;
         outputs.push(counts);
         let mut stats = StageStats::default();
         stats.metrics.insert("documents".into(), total as f64);
+        if runs > 0 {
+            stats
+                .metrics
+                .insert("signature_runs_spilled".into(), runs as f64);
+        }
         stats
             .metrics
             .insert("documents_with_signature".into(), rows.len() as f64);

@@ -4,6 +4,7 @@
 pub mod hook;
 pub mod machine;
 pub mod rng;
+pub mod size;
 
 pub use machine::available_memory;
 pub use rng::{SplitMix64, permutation};

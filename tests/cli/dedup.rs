@@ -188,6 +188,41 @@ fn signatures_and_removals_match_datatrove() {
     for (bin, n) in &theirs_binned {
         assert_eq!(metric(bin), *n, "{bin}");
     }
+
+    // Under a memory budget that holds 1,024 signatures, the shard is hashed in chunks written
+    // as sorted runs and merged: the same band files, pairs and removals, byte for byte.
+    s.write(
+        "small.yaml",
+        "name: mh\nworkdir: small\nstages:\n  \
+         - {id: docs, type: read_jsonl, path: in}\n  \
+         - {id: dedup, type: minhash_dedup, memory_budget: 1KiB}\n  \
+         - {id: out, type: write_parquet, path: out-small, rejects: rejects-small}\n",
+    );
+    assert_ok(&s.grist(&["run", "small.yaml"]));
+    let small = stats(&s.path("small"));
+    assert_eq!(small["dedup"]["metrics"]["signature_runs_spilled"], 4.0);
+    for band in 0..14 {
+        for file in [
+            format!("signatures/{band:04}/000000.bin"),
+            format!("pairs/{band:04}.bin"),
+        ] {
+            let a = std::fs::read(s.path(&format!("work/barriers/dedup/{file}"))).unwrap();
+            let b = std::fs::read(s.path(&format!("small/barriers/dedup/{file}"))).unwrap();
+            assert!(a == b, "{file} differs under a memory budget");
+        }
+    }
+    assert_eq!(
+        read_rows(&s.path("rejects-small/dedup")),
+        read_rows(&s.path("rejects/dedup"))
+    );
+    assert_eq!(read_rows(&s.path("out-small")), read_rows(&s.path("out")));
+    let leftovers: Vec<_> = std::fs::read_dir(s.path("small/barriers/dedup/signatures/0000"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "runs left behind: {leftovers:?}");
 }
 
 /// Correctness of the LSH itself: over every pair of parity-corpus documents that share a
