@@ -15,11 +15,12 @@ use super::{
     StageConfig, StageKind, TransformTask, for_each_stored_batch, text_values,
 };
 use crate::dedup::membership::{DedupOutput, Membership, Mode};
-use crate::dedup::runs::{Merge, Record, write_run, write_sorted};
+use crate::dedup::runs::{Merge, Record, RunWriter, write_run, write_sorted};
 use crate::dedup::simplify::simplify_text;
 use crate::dedup::{offsets, read_counts, remove_stale, size_bin, write_count};
 use crate::error::{GristError, Result};
 use crate::io::stats::StageStats;
+use crate::util::size::ByteSize;
 
 /// Removes exact duplicates: documents whose text has the same 128-bit xxh3 hash as an earlier
 /// document's (earlier in input order: input shards in plan order, rows in order). With
@@ -41,10 +42,19 @@ pub struct ExactDedup {
     /// Keep every document and add `dedup_cluster` / `dedup_cluster_size` instead.
     #[serde(default)]
     pub mark_only: bool,
+    /// Memory a `hashes` task may use for hash records (24 bytes per document; a size:
+    /// `256MiB`, `1GiB`): a larger shard is written as sorted runs merged at the end, with the
+    /// same result.
+    #[serde(default = "default_memory_budget")]
+    pub memory_budget: ByteSize,
 }
 
 fn default_partitions() -> usize {
     16
+}
+
+fn default_memory_budget() -> ByteSize {
+    ByteSize(1 << 30)
 }
 
 pub const REASON: &str = "exact_duplicate";
@@ -100,6 +110,11 @@ impl Record for Keyed {
 
 fn hashes_file(dir: &Path, partition: usize, shard: usize) -> PathBuf {
     dir.join(format!("hashes/{partition:04}/{shard:06}.bin"))
+}
+
+/// Run `run` of partition `partition` of a shard, while its hashes are written in chunks.
+fn hashes_run_file(dir: &Path, partition: usize, shard: usize, run: usize) -> PathBuf {
+    dir.join(format!("hashes/{partition:04}/{shard:06}.run{run:05}.bin"))
 }
 
 fn members_file(dir: &Path, partition: usize, shard: usize) -> PathBuf {
@@ -167,9 +182,13 @@ impl ExactBarrier {
     fn hash_shard(&self, task: &BarrierTask) -> Result<BarrierOutcome> {
         let k = task.index;
         let parts = self.config.partitions;
+        // Half the budget for the records; the sort is in place.
+        let chunk = (self.config.memory_budget.0 / 2 / Keyed::SIZE as u64).max(1024) as usize;
         let mut buckets: Vec<Vec<Keyed>> = vec![Vec::new(); parts];
+        let mut held = 0usize;
+        let mut runs: Vec<Vec<PathBuf>> = vec![Vec::new(); parts];
         let mut row = 0u32;
-        for_each_stored_batch(&task.inputs[k].path, task.batch_size, |batch| {
+        let hashed = for_each_stored_batch(&task.inputs[k].path, task.batch_size, |batch| {
             for text in text_values(batch)? {
                 let text = text.unwrap_or("");
                 let hash = match self.config.normalize {
@@ -185,18 +204,67 @@ impl ExactBarrier {
                 row = row.checked_add(1).ok_or_else(|| {
                     GristError::Usage("a dedup input shard has more than 2^32 rows".into())
                 })?;
+                held += 1;
+                if held >= chunk {
+                    for (p, records) in buckets.iter_mut().enumerate() {
+                        let path = hashes_run_file(task.dir, p, k, runs[p].len());
+                        runs[p].push(write_sorted(&path, records)?);
+                        records.clear();
+                    }
+                    held = 0;
+                }
             }
             Ok(())
-        })?;
+        });
+        let remove_runs = |runs: &[Vec<PathBuf>]| {
+            for path in runs.iter().flatten() {
+                let _ = std::fs::remove_file(path);
+            }
+        };
+        if let Err(e) = hashed {
+            remove_runs(&runs);
+            return Err(e);
+        }
+        let spilled = runs[0].len();
         let mut outputs = Vec::with_capacity(parts + 1);
         for (p, mut records) in buckets.into_iter().enumerate() {
-            outputs.push(write_sorted(&hashes_file(task.dir, p, k), &mut records)?);
+            let path = hashes_file(task.dir, p, k);
+            if runs[p].is_empty() {
+                outputs.push(write_sorted(&path, &mut records)?);
+                continue;
+            }
+            // The records still held are one more run; then the runs merge in order.
+            let written = (|| -> Result<PathBuf> {
+                if !records.is_empty() {
+                    let last = hashes_run_file(task.dir, p, k, runs[p].len());
+                    runs[p].push(write_sorted(&last, &mut records)?);
+                }
+                let mut merge = Merge::<Keyed>::open(&runs[p])?;
+                let mut writer = RunWriter::<Keyed>::create(&path)?;
+                while let Some((r, _)) = merge.next_record()? {
+                    writer.push(&r)?;
+                }
+                writer.commit()
+            })();
+            match written {
+                Ok(path) => outputs.push(path),
+                Err(e) => {
+                    remove_runs(&runs);
+                    return Err(e);
+                }
+            }
         }
+        remove_runs(&runs);
         let counts = count_file(task.dir, k);
         write_count(&counts, u64::from(row))?;
         outputs.push(counts);
         let mut stats = StageStats::default();
         stats.metrics.insert("documents".into(), f64::from(row));
+        if spilled > 0 {
+            stats
+                .metrics
+                .insert("hash_runs_spilled".into(), spilled as f64);
+        }
         Ok(BarrierOutcome { outputs, stats })
     }
 

@@ -427,6 +427,52 @@ mod properties {
     }
 }
 
+/// Under a memory budget that holds 1,024 hash records, a shard's hashes are written in sorted
+/// runs and merged: the same hash files, members and output as without a budget.
+#[test]
+fn exact_dedup_under_a_memory_budget_gives_the_same_result() {
+    let mut docs = parity_corpus();
+    let copies: Vec<(String, String)> = docs
+        .iter()
+        .step_by(5)
+        .map(|(id, t)| (format!("{id}-copy"), t.clone()))
+        .collect();
+    docs.extend(copies);
+    let s = Scratch::new();
+    let free = run_dedup(&s, "free", &docs, 2, "type: exact_dedup, mark_only: true");
+    let small = run_dedup(
+        &s,
+        "small",
+        &docs,
+        2,
+        "type: exact_dedup, mark_only: true, memory_budget: 1KiB",
+    );
+    assert_eq!(free, small);
+    assert!(free.iter().any(|r| r["dedup_cluster"].is_i64()));
+    let st = stats(&s.path("small/work"));
+    assert!(
+        st["dedup"]["metrics"]["hash_runs_spilled"]
+            .as_f64()
+            .unwrap()
+            >= 1.0
+    );
+    for p in 0..16 {
+        for k in 0..2 {
+            let file = format!("barriers/dedup/hashes/{p:04}/{k:06}.bin");
+            let a = std::fs::read(s.path(&format!("free/work/{file}"))).unwrap();
+            let b = std::fs::read(s.path(&format!("small/work/{file}"))).unwrap();
+            assert!(a == b, "{file} differs under a memory budget");
+        }
+        let runs: Vec<_> =
+            std::fs::read_dir(s.path(&format!("small/work/barriers/dedup/hashes/{p:04}")))
+                .unwrap()
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().contains(".run"))
+                .collect();
+        assert!(runs.is_empty(), "runs left behind in partition {p}");
+    }
+}
+
 #[test]
 fn exact_dedup_keeps_the_first_copy_in_input_order() {
     let docs: Vec<(String, String)> = [
