@@ -42,7 +42,8 @@ use crate::util::size::ByteSize;
 /// s = 0.75, 0.92 at s = 0.85 with the defaults). With `mark_only`, nothing is dropped:
 /// `dedup_cluster` (the index of the kept document, in input order) and `dedup_cluster_size` are
 /// added to documents in clusters. Reason: `near_duplicate`. Phases: `signatures` (one task per
-/// input shard), `buckets` (one per band), `clusters` (one; 8 bytes of memory per document); the
+/// input shard), `buckets` (one per band), `clusters` (one; 12 bytes of memory per document in
+/// a candidate pair); the
 /// stats hold candidate pairs, the cluster size histogram and the share of documents removed.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -65,9 +66,10 @@ pub struct MinhashDedup {
     /// Keep every document and add `dedup_cluster` / `dedup_cluster_size` instead.
     #[serde(default)]
     pub mark_only: bool,
-    /// Memory a `signatures` task may use for signatures (a size: `256MiB`, `1GiB`): a shard
-    /// with more documents than fit (about 2.4 M per GiB with the defaults) is hashed in chunks,
-    /// each written as sorted runs and merged; the result is the same.
+    /// Memory a task may use (a size: `256MiB`, `1GiB`). `signatures`: a shard with more
+    /// documents than fit (about 590 k per GiB with the defaults) is hashed in chunks, each
+    /// written as sorted runs and merged; the result is the same. `clusters`: 12 bytes per
+    /// document in a candidate pair; a run needing more stops with an error saying how much.
     #[serde(default = "default_memory_budget")]
     pub memory_budget: ByteSize,
 }
@@ -486,7 +488,11 @@ impl MinhashBarrier {
         })
     }
 
-    /// Union-find over every band's pairs, band 0 first; each cluster's root is kept.
+    /// Union-find over every band's pairs, band 0 first; each cluster's root is kept. Only the
+    /// documents that appear in a candidate pair are held (their global indices, sorted, and a
+    /// union-find over their ranks: 12 bytes each), so memory follows the duplicates, not the
+    /// corpus. Ranks keep the order of the indices and unions come in the same order, so the
+    /// roots are those of a union-find over every document.
     fn clusters(&self, task: &BarrierTask) -> Result<BarrierOutcome> {
         let shards = task.inputs.len();
         let counts = read_counts((0..shards).map(|k| count_file(task.dir, k)))?;
@@ -497,7 +503,6 @@ impl MinhashBarrier {
                 "{total} documents: one minhash_dedup handles fewer than 2^32; split the input"
             )));
         }
-        let mut uf = UnionFind::new(total as usize);
         let global = |(shard, row): (u32, u32)| -> Result<u32> {
             let k = shard as usize;
             if k >= shards || u64::from(row) >= counts[k] {
@@ -507,42 +512,86 @@ impl MinhashBarrier {
             }
             Ok((starts[k] + u64::from(row)) as u32)
         };
+        let budget = self.config.memory_budget.0;
+        let over_budget = |n: usize| {
+            GristError::Usage(format!(
+                "minhash_dedup's clusters phase needs about {} MiB for the {n} documents in \
+                 candidate pairs, more than its memory_budget of {}; raise memory_budget",
+                (n as u64 * 12) >> 20,
+                self.config.memory_budget
+            ))
+        };
+        // Pass 1: the documents in any pair, sorted and distinct (compacted as they come).
+        let mut ids: Vec<u32> = Vec::new();
+        let mut compact_at = 1 << 20;
         for band in 0..self.config.num_buckets {
             let mut reader = RunReader::<Pair>::open(&pairs_file(task.dir, band))?;
             while let Some(p) = reader.next_record()? {
-                uf.union(global(p.a)?, global(p.b)?);
+                ids.push(global(p.a)?);
+                ids.push(global(p.b)?);
+                if ids.len() >= compact_at {
+                    ids.sort_unstable();
+                    ids.dedup();
+                    if ids.len() as u64 * 12 > budget {
+                        return Err(over_budget(ids.len()));
+                    }
+                    compact_at = (ids.len() * 2).max(1 << 20);
+                }
+            }
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        ids.shrink_to_fit();
+        if ids.len() as u64 * 12 > budget {
+            return Err(over_budget(ids.len()));
+        }
+        let rank = |g: u32| {
+            ids.binary_search(&g)
+                .expect("every paired document is listed") as u32
+        };
+        // Pass 2: the unions, in the same order as over every document.
+        let mut uf = UnionFind::new(ids.len());
+        for band in 0..self.config.num_buckets {
+            let mut reader = RunReader::<Pair>::open(&pairs_file(task.dir, band))?;
+            while let Some(p) = reader.next_record()? {
+                uf.union(rank(global(p.a)?), rank(global(p.b)?));
             }
         }
         let mut outputs = Vec::new();
         let mut metrics: BTreeMap<String, f64> = BTreeMap::new();
         let (mut removed, mut clusters) = (0u64, 0u64);
-        for k in 0..shards {
-            let mut members = Vec::new();
-            for row in 0..counts[k] {
-                let x = (starts[k] + row) as u32;
-                let root = uf.find(x);
-                let size = uf.size_of_root(root);
-                if size < 2 {
-                    continue;
-                }
-                if root == x {
-                    clusters += 1;
-                    *metrics.entry(size_bin(u64::from(size))).or_default() += 1.0;
-                } else {
-                    removed += 1;
-                }
-                members.push(Membership {
-                    row: row as u32,
-                    cluster: u64::from(root),
-                    size,
-                    removed: root != x,
-                });
+        let mut members: Vec<Vec<Membership>> = vec![Vec::new(); shards];
+        // Global indices ascend with (shard, row): walk the shards alongside.
+        let mut k = 0;
+        for (x, &g) in ids.iter().enumerate() {
+            let x = x as u32;
+            while u64::from(g) >= starts[k] + counts[k] {
+                k += 1;
             }
+            let root = uf.find(x);
+            let size = uf.size_of_root(root);
+            if size < 2 {
+                continue;
+            }
+            if root == x {
+                clusters += 1;
+                *metrics.entry(size_bin(u64::from(size))).or_default() += 1.0;
+            } else {
+                removed += 1;
+            }
+            members[k].push(Membership {
+                row: (u64::from(g) - starts[k]) as u32,
+                cluster: u64::from(ids[root as usize]),
+                size,
+                removed: root != x,
+            });
+        }
+        for (k, members) in members.iter().enumerate() {
             let path = members_file(task.dir, k);
             if members.is_empty() {
                 remove_stale(&path)?;
             } else {
-                outputs.push(write_run(&path, &members)?);
+                outputs.push(write_run(&path, members)?);
             }
         }
         metrics.insert("clusters".into(), clusters as f64);

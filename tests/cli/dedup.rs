@@ -189,13 +189,14 @@ fn signatures_and_removals_match_datatrove() {
         assert_eq!(metric(bin), *n, "{bin}");
     }
 
-    // Under a memory budget that holds 1,024 signatures, the shard is hashed in chunks written
-    // as sorted runs and merged: the same band files, pairs and removals, byte for byte.
+    // Under a memory budget of 64 KiB, the shard is hashed in chunks of 1,024 signatures (the
+    // least) written as sorted runs and merged: the same band files, pairs and removals, byte
+    // for byte; the clusters phase holds only the documents in pairs (12 bytes each).
     s.write(
         "small.yaml",
         "name: mh\nworkdir: small\nstages:\n  \
          - {id: docs, type: read_jsonl, path: in}\n  \
-         - {id: dedup, type: minhash_dedup, memory_budget: 1KiB}\n  \
+         - {id: dedup, type: minhash_dedup, memory_budget: 64KiB}\n  \
          - {id: out, type: write_parquet, path: out-small, rejects: rejects-small}\n",
     );
     assert_ok(&s.grist(&["run", "small.yaml"]));
@@ -223,6 +224,21 @@ fn signatures_and_removals_match_datatrove() {
         .filter(|n| n.contains(".part"))
         .collect();
     assert!(leftovers.is_empty(), "runs left behind: {leftovers:?}");
+    // A budget too small for the documents in pairs stops the clusters phase with a sentence.
+    let tiny = std::fs::read_to_string(s.path("small.yaml"))
+        .unwrap()
+        .replace("64KiB", "1KiB")
+        .replace("workdir: small", "workdir: tiny")
+        .replace("-small", "-tiny");
+    s.write("tiny.yaml", tiny);
+    let out = s.grist(&["run", "tiny.yaml"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        text(&out).contains("documents in candidate pairs")
+            && text(&out).contains("raise memory_budget"),
+        "{}",
+        text(&out)
+    );
 }
 
 /// Correctness of the LSH itself: over every pair of parity-corpus documents that share a
