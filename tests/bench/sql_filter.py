@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark: read -> SQL filter -> write over a Parquet corpus, grist beside pyarrow.
+"""Benchmark: read -> SQL filter -> write over a Parquet corpus, grist beside pyarrow and DuckDB.
 
 The corpus is made from the real text in ../shared/data (C4 sample, web pages, WikiText-2,
 tinyshakespeare): documents are re-assembled from real paragraphs with a seeded RNG, so the
@@ -11,8 +11,13 @@ Both tools do the same work on the same files in the same run, one output file p
            -> write_parquet (zstd 3)
   pyarrow: ParquetFile.iter_batches -> filter utf8_length(text) > 200 -> ParquetWriter (zstd 3),
            one thread per file, as many threads as grist has workers.
+  duckdb:  per file, COPY (SELECT * FROM read_parquet(f) WHERE length(text) > 200) TO out
+           (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 3), `SET threads` = workers
+           (DuckDB parallelises inside each query). `length` counts code points, as
+           character_length does; the script checks all three keep the same rows.
 
-Usage (from the repository root, after `cargo build --release`):
+Usage (from the repository root, after `cargo build --release`; the Python running it needs
+pyarrow and duckdb):
   python3 tests/bench/sql_filter.py --sizes-gb 1 4 --workers 2
 Reports MB/s (input Parquet bytes / wall second, and text MB/s) and peak RSS of each process.
 """
@@ -100,6 +105,24 @@ with ThreadPoolExecutor(workers) as pool:
 """
 
 
+DUCKDB_PEER = r"""
+import sys, duckdb
+out_dir, workers, files = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+con = duckdb.connect()
+con.execute(f"SET threads = {workers}")
+con.execute("SET preserve_insertion_order = true")
+con.execute("SET enable_progress_bar = false")
+kept = 0
+for path in files:
+    name = path.rsplit('/', 1)[1]
+    kept += con.execute(
+        f"COPY (SELECT * FROM read_parquet('{path}') WHERE length(text) > 200) "
+        f"TO '{out_dir}/{name}' (FORMAT parquet, COMPRESSION zstd, COMPRESSION_LEVEL 3)"
+    ).fetchone()[0]
+print(kept)
+"""
+
+
 def run_measured(cmd, **kw):
     """Runs cmd; returns (seconds, peak RSS in MiB, stdout).
 
@@ -145,10 +168,11 @@ def bench(size_gb: float, workers: int, work: Path, grist: Path):
         for i in range(pq.ParquetFile(f).metadata.num_row_groups)
     )
 
-    out_g, out_p = work / "out-grist", work / "out-pyarrow"
-    for d in (out_g, out_p, work / "run-grist"):
+    out_g, out_p, out_d = work / "out-grist", work / "out-pyarrow", work / "out-duckdb"
+    for d in (out_g, out_p, out_d, work / "run-grist"):
         shutil.rmtree(d, ignore_errors=True)
     out_p.mkdir(parents=True)
+    out_d.mkdir(parents=True)
     pipeline = work / "bench.yaml"
     pipeline.write_text(
         "name: bench\n"
@@ -164,6 +188,12 @@ def bench(size_gb: float, workers: int, work: Path, grist: Path):
     kept_p = int(p_out.strip())
     if kept_p != stats["rows_in"]:
         sys.exit(f"kept rows differ: grist {stats['rows_in']}, pyarrow {kept_p}")
+    d_sec, d_rss, d_out = run_measured([sys.executable, "-c", DUCKDB_PEER, str(out_d), str(workers), *map(str, files)])
+    kept_d = int(d_out.strip())
+    if kept_d != stats["rows_in"]:
+        sys.exit(f"kept rows differ: grist {stats['rows_in']}, duckdb {kept_d}")
+    out_bytes = {name: sum(f.stat().st_size for f in d.glob("*.parquet")) for name, d in
+                 [("grist", out_g), ("pyarrow", out_p), ("duckdb", out_d)]}
     mb = in_bytes / 1e6
     return {
         "input_parquet_gb": size_gb,
@@ -174,7 +204,10 @@ def bench(size_gb: float, workers: int, work: Path, grist: Path):
         "workers": workers,
         "grist": {"seconds": round(g_sec, 2), "mb_per_s": round(mb / g_sec, 1), "text_mb_per_s": round(text_bytes / 1e6 / g_sec, 1), "peak_rss_mib": round(g_rss)},
         "pyarrow": {"seconds": round(p_sec, 2), "mb_per_s": round(mb / p_sec, 1), "text_mb_per_s": round(text_bytes / 1e6 / p_sec, 1), "peak_rss_mib": round(p_rss)},
+        "duckdb": {"seconds": round(d_sec, 2), "mb_per_s": round(mb / d_sec, 1), "text_mb_per_s": round(text_bytes / 1e6 / d_sec, 1), "peak_rss_mib": round(d_rss)},
+        "output_mb": {k: round(v / 1e6, 1) for k, v in out_bytes.items()},
         "speedup": round(p_sec / g_sec, 2),
+        "speedup_vs_duckdb": round(d_sec / g_sec, 2),
     }
 
 
@@ -195,12 +228,13 @@ def main():
         r = bench(size, args.workers, args.work, grist)
         results.append(r)
         print(json.dumps(r), flush=True)
-    print("\n| input | files | Parquet MB | grist MB/s | pyarrow MB/s | grist ÷ pyarrow | grist peak RSS | pyarrow peak RSS |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("\n| input | files | Parquet MB | grist MB/s | pyarrow MB/s | DuckDB MB/s | grist ÷ pyarrow | grist ÷ DuckDB | grist peak RSS | pyarrow peak RSS | DuckDB peak RSS |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for r in results:
         print(
             f"| {r['input_parquet_gb']} GB | {r['files']} | {r['parquet_mb']} | {r['grist']['mb_per_s']} | {r['pyarrow']['mb_per_s']} "
-            f"| {r['speedup']}× | {r['grist']['peak_rss_mib']} MiB | {r['pyarrow']['peak_rss_mib']} MiB |"
+            f"| {r['duckdb']['mb_per_s']} | {r['speedup']}× | {r['speedup_vs_duckdb']}× | {r['grist']['peak_rss_mib']} MiB "
+            f"| {r['pyarrow']['peak_rss_mib']} MiB | {r['duckdb']['peak_rss_mib']} MiB |"
         )
     if not args.keep:
         shutil.rmtree(args.work, ignore_errors=True)
