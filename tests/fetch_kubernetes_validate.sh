@@ -5,7 +5,8 @@
 #
 #   tests/fetch_kubernetes_validate.sh      # -> ${GRIST_K8S_VENV:-~/.cache/grist/k8s-venv}
 #
-# The wheel is pinned by sha256, so a changed upload cannot slip in. Idempotent.
+# The wheel (with the schemas) is pinned by sha256; its small dependencies (jsonschema, PyYAML,
+# ...) come from PyPI at their current versions. Idempotent. Needs python3 with pip and venv.
 set -euo pipefail
 venv="${GRIST_K8S_VENV:-$HOME/.cache/grist/k8s-venv}"
 exe="$venv/bin/kubernetes-validate"

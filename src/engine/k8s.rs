@@ -12,8 +12,24 @@ use super::plan::{Pipeline, Plan};
 pub const IMAGE_PLACEHOLDER: &str = "GRIST_IMAGE";
 pub const CLAIM_PLACEHOLDER: &str = "grist-data";
 
-/// A DNS-1123 label from `s` (Job names): lowercase letters, digits and `-`, at most 63
-/// characters, starting and ending with an alphanumeric.
+/// Longest Job name: an Indexed Job's pods are named `<job>-<index>-<suffix>` and their
+/// hostname `<job>-<index>` must fit a 63-character label.
+const MAX_JOB_NAME: usize = 52;
+
+/// A Job name from `s`: a DNS label, cut to [`MAX_JOB_NAME`] with a hash of the whole name
+/// when too long, so two long names never meet.
+pub fn job_name(s: &str) -> String {
+    let label = dns_label(s);
+    if label.len() <= MAX_JOB_NAME {
+        return label;
+    }
+    let hash = format!("{:08x}", xxhash_rust::xxh3::xxh3_64(s.as_bytes()) as u32);
+    let head = label[..MAX_JOB_NAME - 9].trim_end_matches('-');
+    format!("{head}-{hash}")
+}
+
+/// A DNS-1123 label from `s`: lowercase letters, digits and `-`, at most 63 characters,
+/// starting and ending with an alphanumeric.
 pub fn dns_label(s: &str) -> String {
     let mut out: String = s
         .chars()
@@ -58,14 +74,16 @@ pub fn manifests(
          # (a PersistentVolumeClaim holding the directory grist plan ran in: the pipeline file, its\n\
          # inputs and its workdir, mounted at /work), then apply each Job after the one before it\n\
          # completes (Indexed Jobs with backoffLimitPerIndex: Kubernetes 1.29 or later):\n\
-         #   kubectl apply -f job.yaml && kubectl wait --for=condition=complete --timeout=-1s job/NAME\n\
-         # A failed index can be re-run: complete tasks are skipped.",
+         #   kubectl apply -f job.yaml && kubectl wait --for=condition=complete --timeout=24h job/NAME\n\
+         # Paths (the pipeline file, and the paths in it) must be relative to /work. Each index is\n\
+         # retried 3 times; a Job that still fails is Failed: `kubectl delete job/NAME` and apply it\n\
+         # again, and its complete tasks are skipped.",
         p.spec.name
     );
     for phase in &plan.phases {
         let n = phase.tasks.len().max(1);
         let par = parallelism.unwrap_or(n).clamp(1, n);
-        let name = dns_label(&format!("grist-{}-{}", p.spec.name, phase.name));
+        let name = job_name(&format!("grist-{}-{}", p.spec.name, phase.name));
         let command = [
             "grist",
             "run",
@@ -110,6 +128,18 @@ pub fn manifests(
 #[cfg(test)]
 mod tests {
     use super::dns_label;
+
+    #[test]
+    fn long_job_names_are_cut_with_a_hash() {
+        let a = super::job_name(&format!("grist-{}-stream", "x".repeat(60)));
+        let b = super::job_name(&format!("grist-{}-stream2", "x".repeat(60)));
+        assert!(a.len() <= 52 && b.len() <= 52, "{a} {b}");
+        assert_ne!(a, b);
+        assert_eq!(
+            super::job_name("grist-fineweb-en-stream"),
+            "grist-fineweb-en-stream"
+        );
+    }
 
     #[test]
     fn job_names_are_dns_labels() {

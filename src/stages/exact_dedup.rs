@@ -42,20 +42,22 @@ pub struct ExactDedup {
     /// Keep every document and add `dedup_cluster` / `dedup_cluster_size` instead.
     #[serde(default)]
     pub mark_only: bool,
-    /// Memory a `hashes` task may use for hash records (24 bytes per document; a size:
-    /// `256MiB`, `1GiB`): a larger shard is written as sorted runs merged at the end, with the
-    /// same result.
-    #[serde(default = "default_memory_budget")]
-    pub memory_budget: ByteSize,
+    /// Memory a `hashes` task may use for hash records (32 bytes per document in memory; a
+    /// size: `256MiB`, `1GiB`; 1 GiB when unset): a larger shard is written as sorted runs
+    /// merged at the end, with the same result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget: Option<ByteSize>,
 }
+
+/// Most runs one merge pass opens; more are merged in passes.
+const MAX_OPEN_RUNS: usize = 256;
 
 fn default_partitions() -> usize {
     16
 }
 
-fn default_memory_budget() -> ByteSize {
-    ByteSize(1 << 30)
-}
+/// Hash records held per task when no `memory_budget` is set.
+const DEFAULT_BUDGET: ByteSize = ByteSize(1 << 30);
 
 pub const REASON: &str = "exact_duplicate";
 
@@ -64,13 +66,22 @@ impl StageConfig for ExactDedup {
     const KIND: StageKind = StageKind::Barrier;
 
     fn check(&self) -> Vec<ParamProblem> {
-        match self.partitions {
-            1..=4096 => Vec::new(),
-            n => vec![ParamProblem {
+        let mut problems = Vec::new();
+        if !(1..=4096).contains(&self.partitions) {
+            problems.push(ParamProblem {
                 param: "partitions",
-                message: format!("`partitions` {n} is not in 1..=4096"),
-            }],
+                message: format!("`partitions` {} is not in 1..=4096", self.partitions),
+            });
         }
+        if let Some(b) = self.memory_budget
+            && b.0 < 1024
+        {
+            problems.push(ParamProblem {
+                param: "memory_budget",
+                message: format!("`memory_budget` {b} is under 1KiB"),
+            });
+        }
+        problems
     }
 
     fn build(&self, _ctx: &BuildContext) -> Result<Stage> {
@@ -110,6 +121,49 @@ impl Record for Keyed {
 
 fn hashes_file(dir: &Path, partition: usize, shard: usize) -> PathBuf {
     dir.join(format!("hashes/{partition:04}/{shard:06}.bin"))
+}
+
+/// Merges sorted runs into `out`, in passes of at most [`MAX_OPEN_RUNS`] open runs.
+fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<PathBuf> {
+    if runs.len() > MAX_OPEN_RUNS {
+        let mut merged = Vec::new();
+        let result = (|| {
+            for (i, group) in runs.chunks(MAX_OPEN_RUNS).enumerate() {
+                let path = out.with_extension(format!("pass{i:05}"));
+                merged.push(path.clone());
+                merge_runs(group, &path)?;
+            }
+            merge_runs(&merged, out)
+        })();
+        for path in &merged {
+            let _ = std::fs::remove_file(path);
+        }
+        return result;
+    }
+    let mut merge = Merge::<Keyed>::open(runs)?;
+    let mut writer = RunWriter::<Keyed>::create(out)?;
+    while let Some((r, _)) = merge.next_record()? {
+        writer.push(&r)?;
+    }
+    writer.commit()
+}
+
+/// Removes the files in the subdirectories of `dir` whose names start with `prefix`: runs a
+/// killed task left.
+fn remove_stale_runs(dir: &Path, prefix: &str) {
+    let Ok(subdirs) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for sub in subdirs.flatten() {
+        let Ok(files) = std::fs::read_dir(sub.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            if f.file_name().to_string_lossy().starts_with(prefix) {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+    }
 }
 
 /// Run `run` of partition `partition` of a shard, while its hashes are written in chunks.
@@ -183,7 +237,9 @@ impl ExactBarrier {
         let k = task.index;
         let parts = self.config.partitions;
         // Half the budget for the records; the sort is in place.
-        let chunk = (self.config.memory_budget.0 / 2 / Keyed::SIZE as u64).max(1024) as usize;
+        let budget = self.config.memory_budget.unwrap_or(DEFAULT_BUDGET).0;
+        let chunk = (budget / 2 / std::mem::size_of::<Keyed>() as u64).max(1024) as usize;
+        remove_stale_runs(&task.dir.join("hashes"), &format!("{k:06}.run"));
         let mut buckets: Vec<Vec<Keyed>> = vec![Vec::new(); parts];
         let mut held = 0usize;
         let mut runs: Vec<Vec<PathBuf>> = vec![Vec::new(); parts];
@@ -208,7 +264,8 @@ impl ExactBarrier {
                 if held >= chunk {
                     for (p, records) in buckets.iter_mut().enumerate() {
                         let path = hashes_run_file(task.dir, p, k, runs[p].len());
-                        runs[p].push(write_sorted(&path, records)?);
+                        runs[p].push(path.clone());
+                        write_sorted(&path, records)?;
                         records.clear();
                     }
                     held = 0;
@@ -237,14 +294,10 @@ impl ExactBarrier {
             let written = (|| -> Result<PathBuf> {
                 if !records.is_empty() {
                     let last = hashes_run_file(task.dir, p, k, runs[p].len());
-                    runs[p].push(write_sorted(&last, &mut records)?);
+                    runs[p].push(last.clone());
+                    write_sorted(&last, &mut records)?;
                 }
-                let mut merge = Merge::<Keyed>::open(&runs[p])?;
-                let mut writer = RunWriter::<Keyed>::create(&path)?;
-                while let Some((r, _)) = merge.next_record()? {
-                    writer.push(&r)?;
-                }
-                writer.commit()
+                merge_runs(&runs[p], &path)
             })();
             match written {
                 Ok(path) => outputs.push(path),

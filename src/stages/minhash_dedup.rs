@@ -67,16 +67,19 @@ pub struct MinhashDedup {
     #[serde(default)]
     pub mark_only: bool,
     /// Memory a task may use (a size: `256MiB`, `1GiB`). `signatures`: a shard with more
-    /// documents than fit (about 590 k per GiB with the defaults) is hashed in chunks, each
-    /// written as sorted runs and merged; the result is the same. `clusters`: 12 bytes per
-    /// document in a candidate pair; a run needing more stops with an error saying how much.
-    #[serde(default = "default_memory_budget")]
-    pub memory_budget: ByteSize,
+    /// documents than fit (about 590 k per GiB with the defaults; 1 GiB when unset) is hashed in
+    /// chunks, each written as sorted runs and merged; the result is the same. `clusters`:
+    /// about 12 bytes per document in a candidate pair (up to twice that while the pairs are
+    /// read); when set, a run needing more stops with an error saying how much.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_budget: Option<ByteSize>,
 }
 
-fn default_memory_budget() -> ByteSize {
-    ByteSize(1 << 30)
-}
+/// Signatures held per task when no `memory_budget` is set.
+const DEFAULT_SIGNATURE_BUDGET: ByteSize = ByteSize(1 << 30);
+
+/// Most runs one merge pass opens (each with a 64 KiB buffer); more are merged in passes.
+const MAX_OPEN_RUNS: usize = 256;
 
 fn default_n_grams() -> usize {
     5
@@ -113,6 +116,14 @@ impl StageConfig for MinhashDedup {
             problem(
                 "num_buckets",
                 format!("`num_buckets` {} is not in 1..=1024", self.num_buckets),
+            );
+        }
+        if let Some(b) = self.memory_budget
+            && b.0 < 1024
+        {
+            problem(
+                "memory_budget",
+                format!("`memory_budget` {b} is under 1KiB"),
             );
         }
         if !(1..=MAX_ROWS).contains(&self.hashes_per_bucket) {
@@ -155,8 +166,46 @@ fn band_part_file(dir: &Path, band: usize, shard: usize, part: usize) -> PathBuf
 }
 
 /// Merges sorted band runs into one sorted band file at `out` (same record format). Records
-/// order by (values, shard, row), the order sorting all of them at once gives.
+/// order by (values, shard, row), the order sorting all of them at once gives. More than
+/// [`MAX_OPEN_RUNS`] runs merge in passes, through intermediate runs beside `out`.
 fn merge_band_runs(runs: &[PathBuf], out: &Path, rows: usize) -> Result<()> {
+    if runs.len() <= MAX_OPEN_RUNS {
+        return merge_band_runs_once(runs, out, rows);
+    }
+    let mut merged = Vec::new();
+    let result = (|| {
+        for (i, group) in runs.chunks(MAX_OPEN_RUNS).enumerate() {
+            let path = out.with_extension(format!("pass{i:05}"));
+            merged.push(path.clone());
+            merge_band_runs_once(group, &path, rows)?;
+        }
+        merge_band_runs(&merged, out, rows)
+    })();
+    for path in &merged {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
+/// Removes the files in the subdirectories of `dir` whose names start with `prefix`: runs a
+/// killed task left.
+fn remove_stale_parts(dir: &Path, prefix: &str) {
+    let Ok(subdirs) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for sub in subdirs.flatten() {
+        let Ok(files) = std::fs::read_dir(sub.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            if f.file_name().to_string_lossy().starts_with(prefix) {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+    }
+}
+
+fn merge_band_runs_once(runs: &[PathBuf], out: &Path, rows: usize) -> Result<()> {
     let mut readers = Vec::with_capacity(runs.len());
     let mut heap: BinaryHeap<Reverse<(BandEntry, usize)>> = BinaryHeap::new();
     for (i, path) in runs.iter().enumerate() {
@@ -359,12 +408,18 @@ impl MinhashBarrier {
         // Half the budget for the signatures and their sort order (the rest: the batch being
         // read and hashed, the reader, buffers).
         let per_doc = (hashes * 8 + 8) as u64;
-        let chunk_docs = (self.config.memory_budget.0 / 2 / per_doc).max(1024) as usize;
+        let budget = self
+            .config
+            .memory_budget
+            .unwrap_or(DEFAULT_SIGNATURE_BUDGET);
+        let chunk_docs = (budget.0 / 2 / per_doc).max(1024) as usize;
+        remove_stale_parts(&task.dir.join("signatures"), &format!("{k:06}.part"));
         // Flat signatures of the documents that have one, with their rows.
         let mut sigs: Vec<u64> = Vec::new();
         let mut rows: Vec<u32> = Vec::new();
         let mut parts: Vec<Vec<PathBuf>> = vec![Vec::new(); self.config.num_buckets];
         let mut total = 0u64;
+        let mut with_signature = 0u64;
         let result = for_each_stored_batch(&task.inputs[k].path, task.batch_size, |batch| {
             let texts = text_values(batch)?;
             let batch_sigs: Vec<Option<Vec<u64>>> = texts
@@ -377,14 +432,16 @@ impl MinhashBarrier {
                     rows.push(u32::try_from(total).map_err(|_| {
                         GristError::Usage("a dedup input shard has more than 2^32 rows".into())
                     })?);
+                    with_signature += 1;
                 }
                 total += 1;
                 if rows.len() >= chunk_docs {
                     let part = parts[0].len();
                     for (band, paths) in parts.iter_mut().enumerate() {
                         let path = band_part_file(task.dir, band, k, part);
+                        // Listed first, so a half-written part is removed on failure too.
+                        paths.push(path.clone());
                         self.write_band(&path, band, k, &sigs, &rows)?;
-                        paths.push(path);
                     }
                     sigs.clear();
                     rows.clear();
@@ -413,8 +470,8 @@ impl MinhashBarrier {
                 let left = if rows.is_empty() {
                     Ok(())
                 } else {
+                    parts[band].push(last.clone());
                     self.write_band(&last, band, k, &sigs, &rows)
-                        .map(|()| parts[band].push(last))
                 };
                 left.and_then(|()| {
                     merge_band_runs(&parts[band], &pending.tmp, self.config.hashes_per_bucket)
@@ -443,7 +500,7 @@ impl MinhashBarrier {
         }
         stats
             .metrics
-            .insert("documents_with_signature".into(), rows.len() as f64);
+            .insert("documents_with_signature".into(), with_signature as f64);
         Ok(BarrierOutcome { outputs, stats })
     }
 
@@ -512,13 +569,14 @@ impl MinhashBarrier {
             }
             Ok((starts[k] + u64::from(row)) as u32)
         };
-        let budget = self.config.memory_budget.0;
+        // Without a budget, as many as there are (as before budgets existed).
+        let budget = self.config.memory_budget.map_or(u64::MAX, |b| b.0);
         let over_budget = |n: usize| {
             GristError::Usage(format!(
                 "minhash_dedup's clusters phase needs about {} MiB for the {n} documents in \
                  candidate pairs, more than its memory_budget of {}; raise memory_budget",
                 (n as u64 * 12) >> 20,
-                self.config.memory_budget
+                ByteSize(budget)
             ))
         };
         // Pass 1: the documents in any pair, sorted and distinct (compacted as they come).
@@ -532,7 +590,7 @@ impl MinhashBarrier {
                 if ids.len() >= compact_at {
                     ids.sort_unstable();
                     ids.dedup();
-                    if ids.len() as u64 * 12 > budget {
+                    if (ids.len() as u64).saturating_mul(12) > budget {
                         return Err(over_budget(ids.len()));
                     }
                     compact_at = (ids.len() * 2).max(1 << 20);
@@ -542,7 +600,7 @@ impl MinhashBarrier {
         ids.sort_unstable();
         ids.dedup();
         ids.shrink_to_fit();
-        if ids.len() as u64 * 12 > budget {
+        if (ids.len() as u64).saturating_mul(12) > budget {
             return Err(over_budget(ids.len()));
         }
         let rank = |g: u32| {

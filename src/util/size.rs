@@ -17,11 +17,18 @@ impl ByteSize {
             .find(|c: char| !(c.is_ascii_digit() || c == '.'))
             .unwrap_or(t.len());
         let (number, unit) = (t[..split].trim(), t[split..].trim());
+        if unit.is_empty() || unit.eq_ignore_ascii_case("b") {
+            // Bytes: a whole number, exactly (no float rounding above 2^53).
+            return number.parse::<u64>().map(ByteSize).map_err(|_| {
+                format!(
+                    "`{s}` is not a size: bytes are a whole number; or write a unit, e.g. 256MiB"
+                )
+            });
+        }
         let value: f64 = number
             .parse()
             .map_err(|_| format!("`{s}` is not a size: write a number with a unit, e.g. 256MiB"))?;
         let scale: f64 = match unit.to_ascii_lowercase().as_str() {
-            "" | "b" => 1.0,
             "kb" | "k" => 1e3,
             "mb" | "m" => 1e6,
             "gb" | "g" => 1e9,
@@ -67,10 +74,19 @@ impl<'de> Deserialize<'de> for ByteSize {
         #[serde(untagged)]
         enum Raw {
             Number(u64),
+            Signed(i64),
+            Float(f64),
             Text(String),
         }
+        let bad = |v: String| {
+            serde::de::Error::custom(format!(
+                "`{v}` is not a size: write bytes as a whole number, or a number with a unit, e.g. 256MiB"
+            ))
+        };
         match Raw::deserialize(d)? {
             Raw::Number(n) => Ok(ByteSize(n)),
+            Raw::Signed(n) => Err(bad(n.to_string())),
+            Raw::Float(f) => Err(bad(f.to_string())),
             Raw::Text(t) => ByteSize::parse(&t).map_err(serde::de::Error::custom),
         }
     }
@@ -85,7 +101,7 @@ impl JsonSchema for ByteSize {
         schemars::json_schema!({
             "description": "A size: bytes, or a number with a unit (B, KB, MB, GB, TB, KiB, MiB, GiB, TiB), e.g. 256MiB",
             "type": ["string", "integer"],
-            "pattern": "^\\s*[0-9.]+\\s*([kKmMgGtT]i?[bB]?|[bB])?\\s*$",
+            "pattern": "^\\s*([0-9]+|[0-9]*\\.?[0-9]+\\s*([kKmMgGtT]([iI][bB]|[bB])?))\\s*([bB])?\\s*$",
             "minimum": 0
         })
     }
@@ -105,6 +121,14 @@ mod tests {
         assert!(ByteSize::parse("12 parsecs").is_err());
         assert!(ByteSize::parse("MiB").is_err());
         assert!(ByteSize::parse("1e400").is_err());
+        assert!(ByteSize::parse("99999999999999999999TB").is_err());
+        assert!(ByteSize::parse("1.5").is_err());
+        assert_eq!(
+            ByteSize::parse("9007199254740993"),
+            Ok(ByteSize(9007199254740993))
+        );
+        assert!(serde_json::from_str::<ByteSize>("-1").is_err());
+        assert!(serde_json::from_str::<ByteSize>("1.5").is_err());
         assert_eq!(ByteSize(1 << 30).to_string(), "1GiB");
         assert_eq!(ByteSize(128 << 20).to_string(), "128MiB");
         let y: ByteSize = serde_json::from_str("\"64MiB\"").unwrap();
