@@ -188,7 +188,8 @@ sleep 1
 scancel "${ids[@]}" 2>/dev/null || true
 wait_gone "${ids[@]}"
 scontrol -o show job "${first}" | grep -o 'JobId=[0-9_]* .*JobState=[A-Z]*' | sed 's/ .*JobState=/ /' | sed 's/^/  before resubmitting: /' || true
-done_before=$(find "$work/cancel/$name/markers" -name '*.json' 2>/dev/null | wc -l)
+# No markers directory yet (nothing finished) is zero, not an error.
+done_before=$( (find "$work/cancel/$name/markers" -name '*.json' 2>/dev/null || true) | wc -l)
 total=$("$grist" plan "$work/cancel.yaml" --emit json | python3 -c 'import json,sys; print(sum(len(p["tasks"]) for p in json.load(sys.stdin)))')
 echo "  complete before resubmitting: $done_before of $total tasks"
 [ "$done_before" -lt "$total" ] || { echo "the cancel came too late to interrupt anything" >&2; exit 1; }
