@@ -50,6 +50,24 @@ pub fn size_bin(size: u64) -> String {
     format!("clusters_of_{}-{hi}", hi / 2 + 1)
 }
 
+/// Removes the files in the subdirectories of `dir` whose names start with `prefix`: the sorted
+/// runs a killed task left (a task writes its runs under numbered names and merges them).
+pub fn remove_stale_runs(dir: &Path, prefix: &str) {
+    let Ok(subdirs) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for sub in subdirs.flatten() {
+        let Ok(files) = std::fs::read_dir(sub.path()) else {
+            continue;
+        };
+        for f in files.flatten() {
+            if f.file_name().to_string_lossy().starts_with(prefix) {
+                let _ = std::fs::remove_file(f.path());
+            }
+        }
+    }
+}
+
 /// Removes a file an earlier run left, which would otherwise be read as this run's.
 pub fn remove_stale(path: &Path) -> Result<()> {
     match std::fs::remove_file(path) {

@@ -17,7 +17,7 @@ use super::{
 use crate::dedup::membership::{DedupOutput, Membership, Mode};
 use crate::dedup::runs::{Merge, Record, RunWriter, write_run, write_sorted};
 use crate::dedup::simplify::simplify_text;
-use crate::dedup::{offsets, read_counts, remove_stale, size_bin, write_count};
+use crate::dedup::{offsets, read_counts, remove_stale, remove_stale_runs, size_bin, write_count};
 use crate::error::{GristError, Result};
 use crate::io::stats::StageStats;
 use crate::util::size::ByteSize;
@@ -146,24 +146,6 @@ fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<PathBuf> {
         writer.push(&r)?;
     }
     writer.commit()
-}
-
-/// Removes the files in the subdirectories of `dir` whose names start with `prefix`: runs a
-/// killed task left.
-fn remove_stale_runs(dir: &Path, prefix: &str) {
-    let Ok(subdirs) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for sub in subdirs.flatten() {
-        let Ok(files) = std::fs::read_dir(sub.path()) else {
-            continue;
-        };
-        for f in files.flatten() {
-            if f.file_name().to_string_lossy().starts_with(prefix) {
-                let _ = std::fs::remove_file(f.path());
-            }
-        }
-    }
 }
 
 /// Run `run` of partition `partition` of a shard, while its hashes are written in chunks.

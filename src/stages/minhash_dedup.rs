@@ -23,7 +23,7 @@ use crate::dedup::membership::{DedupOutput, Membership, Mode};
 use crate::dedup::minhash::{MinHasher, ShingleHash};
 use crate::dedup::runs::{Record, RunReader, RunWriter, write_run};
 use crate::dedup::union_find::UnionFind;
-use crate::dedup::{offsets, read_counts, remove_stale, size_bin, write_count};
+use crate::dedup::{offsets, read_counts, remove_stale, remove_stale_runs, size_bin, write_count};
 use crate::error::{GristError, IoContext, Result};
 use crate::io::atomic::PendingFile;
 use crate::io::stats::StageStats;
@@ -185,24 +185,6 @@ fn merge_band_runs(runs: &[PathBuf], out: &Path, rows: usize) -> Result<()> {
         let _ = std::fs::remove_file(path);
     }
     result
-}
-
-/// Removes the files in the subdirectories of `dir` whose names start with `prefix`: runs a
-/// killed task left.
-fn remove_stale_parts(dir: &Path, prefix: &str) {
-    let Ok(subdirs) = std::fs::read_dir(dir) else {
-        return;
-    };
-    for sub in subdirs.flatten() {
-        let Ok(files) = std::fs::read_dir(sub.path()) else {
-            continue;
-        };
-        for f in files.flatten() {
-            if f.file_name().to_string_lossy().starts_with(prefix) {
-                let _ = std::fs::remove_file(f.path());
-            }
-        }
-    }
 }
 
 fn merge_band_runs_once(runs: &[PathBuf], out: &Path, rows: usize) -> Result<()> {
@@ -413,7 +395,7 @@ impl MinhashBarrier {
             .memory_budget
             .unwrap_or(DEFAULT_SIGNATURE_BUDGET);
         let chunk_docs = (budget.0 / 2 / per_doc).max(1024) as usize;
-        remove_stale_parts(&task.dir.join("signatures"), &format!("{k:06}.part"));
+        remove_stale_runs(&task.dir.join("signatures"), &format!("{k:06}.part"));
         // Flat signatures of the documents that have one, with their rows.
         let mut sigs: Vec<u64> = Vec::new();
         let mut rows: Vec<u32> = Vec::new();
