@@ -19,6 +19,35 @@ pub trait Record: Copy + Ord {
 }
 
 /// Sorts `records` and writes them to `path`, whole or not at all.
+/// Most runs one merge pass opens (each with a 64 KiB read buffer).
+pub const MAX_OPEN_RUNS: usize = 256;
+
+/// Merges sorted `runs` into `out` with `merge_once`, in passes of at most [`MAX_OPEN_RUNS`]
+/// open runs: more are merged group by group into intermediate runs beside `out` (removed
+/// after), so the files a merge holds open stay bounded however many runs a task spilled.
+pub fn merge_in_passes(
+    runs: &[PathBuf],
+    out: &Path,
+    merge_once: &dyn Fn(&[PathBuf], &Path) -> Result<()>,
+) -> Result<()> {
+    if runs.len() <= MAX_OPEN_RUNS {
+        return merge_once(runs, out);
+    }
+    let mut merged = Vec::new();
+    let result = (|| {
+        for (i, group) in runs.chunks(MAX_OPEN_RUNS).enumerate() {
+            let path = out.with_extension(format!("pass{i:05}"));
+            merged.push(path.clone());
+            merge_once(group, &path)?;
+        }
+        merge_in_passes(&merged, out, merge_once)
+    })();
+    for path in &merged {
+        let _ = std::fs::remove_file(path);
+    }
+    result
+}
+
 pub fn write_sorted<R: Record>(path: &Path, records: &mut [R]) -> Result<PathBuf> {
     records.sort_unstable();
     write_run(path, records)
@@ -201,5 +230,40 @@ mod tests {
         let path = dir.path().join("torn");
         std::fs::write(&path, [0u8; 13]).unwrap();
         assert!(RunReader::<Pair>::open(&path).is_err());
+    }
+
+    #[test]
+    fn more_runs_than_open_files_merge_in_passes_to_one_sorted_run() {
+        let dir = tempfile::tempdir().unwrap();
+        let n = MAX_OPEN_RUNS + 44;
+        let runs: Vec<PathBuf> = (0..n)
+            .map(|i| {
+                let path = dir.path().join(format!("r{i}.bin"));
+                let key = ((i * 7919) % n) as u64;
+                write_run(&path, &[Pair(key, 1), Pair(key + n as u64, 2)]).unwrap()
+            })
+            .collect();
+        let out = dir.path().join("out.bin");
+        merge_in_passes(&runs, &out, &|group, path| {
+            let mut merge = Merge::<Pair>::open(group)?;
+            let mut writer = RunWriter::<Pair>::create(path)?;
+            while let Some((r, _)) = merge.next_record()? {
+                writer.push(&r)?;
+            }
+            writer.commit().map(|_| ())
+        })
+        .unwrap();
+        let mut reader = RunReader::<Pair>::open(&out).unwrap();
+        let mut got = Vec::new();
+        while let Some(r) = reader.next_record().unwrap() {
+            got.push(r.0);
+        }
+        assert_eq!(got, (0..2 * n as u64).collect::<Vec<_>>());
+        let left: Vec<_> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains("pass"))
+            .collect();
+        assert!(left.is_empty(), "intermediate runs left behind");
     }
 }

@@ -15,7 +15,7 @@ use super::{
     StageConfig, StageKind, TransformTask, for_each_stored_batch, text_values,
 };
 use crate::dedup::membership::{DedupOutput, Membership, Mode};
-use crate::dedup::runs::{Merge, Record, RunWriter, write_run, write_sorted};
+use crate::dedup::runs::{Merge, Record, RunWriter, merge_in_passes, write_run, write_sorted};
 use crate::dedup::simplify::simplify_text;
 use crate::dedup::{offsets, read_counts, remove_stale, remove_stale_runs, size_bin, write_count};
 use crate::error::{GristError, Result};
@@ -48,9 +48,6 @@ pub struct ExactDedup {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory_budget: Option<ByteSize>,
 }
-
-/// Most runs one merge pass opens; more are merged in passes.
-const MAX_OPEN_RUNS: usize = 256;
 
 fn default_partitions() -> usize {
     16
@@ -123,29 +120,17 @@ fn hashes_file(dir: &Path, partition: usize, shard: usize) -> PathBuf {
     dir.join(format!("hashes/{partition:04}/{shard:06}.bin"))
 }
 
-/// Merges sorted runs into `out`, in passes of at most [`MAX_OPEN_RUNS`] open runs.
+/// Merges sorted runs into `out`, in passes of at most [`crate::dedup::runs::MAX_OPEN_RUNS`] open runs.
 fn merge_runs(runs: &[PathBuf], out: &Path) -> Result<PathBuf> {
-    if runs.len() > MAX_OPEN_RUNS {
-        let mut merged = Vec::new();
-        let result = (|| {
-            for (i, group) in runs.chunks(MAX_OPEN_RUNS).enumerate() {
-                let path = out.with_extension(format!("pass{i:05}"));
-                merged.push(path.clone());
-                merge_runs(group, &path)?;
-            }
-            merge_runs(&merged, out)
-        })();
-        for path in &merged {
-            let _ = std::fs::remove_file(path);
+    merge_in_passes(runs, out, &|group, path| {
+        let mut merge = Merge::<Keyed>::open(group)?;
+        let mut writer = RunWriter::<Keyed>::create(path)?;
+        while let Some((r, _)) = merge.next_record()? {
+            writer.push(&r)?;
         }
-        return result;
-    }
-    let mut merge = Merge::<Keyed>::open(runs)?;
-    let mut writer = RunWriter::<Keyed>::create(out)?;
-    while let Some((r, _)) = merge.next_record()? {
-        writer.push(&r)?;
-    }
-    writer.commit()
+        writer.commit().map(|_| ())
+    })?;
+    Ok(out.to_path_buf())
 }
 
 /// Run `run` of partition `partition` of a shard, while its hashes are written in chunks.

@@ -21,7 +21,7 @@ use super::{
 };
 use crate::dedup::membership::{DedupOutput, Membership, Mode};
 use crate::dedup::minhash::{MinHasher, ShingleHash};
-use crate::dedup::runs::{Record, RunReader, RunWriter, write_run};
+use crate::dedup::runs::{Record, RunReader, RunWriter, merge_in_passes, write_run};
 use crate::dedup::union_find::UnionFind;
 use crate::dedup::{offsets, read_counts, remove_stale, remove_stale_runs, size_bin, write_count};
 use crate::error::{GristError, IoContext, Result};
@@ -77,9 +77,6 @@ pub struct MinhashDedup {
 
 /// Signatures held per task when no `memory_budget` is set.
 const DEFAULT_SIGNATURE_BUDGET: ByteSize = ByteSize(1 << 30);
-
-/// Most runs one merge pass opens (each with a 64 KiB buffer); more are merged in passes.
-const MAX_OPEN_RUNS: usize = 256;
 
 fn default_n_grams() -> usize {
     5
@@ -167,24 +164,11 @@ fn band_part_file(dir: &Path, band: usize, shard: usize, part: usize) -> PathBuf
 
 /// Merges sorted band runs into one sorted band file at `out` (same record format). Records
 /// order by (values, shard, row), the order sorting all of them at once gives. More than
-/// [`MAX_OPEN_RUNS`] runs merge in passes, through intermediate runs beside `out`.
+/// [`crate::dedup::runs::MAX_OPEN_RUNS`] runs merge in passes, through intermediate runs beside `out`.
 fn merge_band_runs(runs: &[PathBuf], out: &Path, rows: usize) -> Result<()> {
-    if runs.len() <= MAX_OPEN_RUNS {
-        return merge_band_runs_once(runs, out, rows);
-    }
-    let mut merged = Vec::new();
-    let result = (|| {
-        for (i, group) in runs.chunks(MAX_OPEN_RUNS).enumerate() {
-            let path = out.with_extension(format!("pass{i:05}"));
-            merged.push(path.clone());
-            merge_band_runs_once(group, &path, rows)?;
-        }
-        merge_band_runs(&merged, out, rows)
-    })();
-    for path in &merged {
-        let _ = std::fs::remove_file(path);
-    }
-    result
+    merge_in_passes(runs, out, &|group, path| {
+        merge_band_runs_once(group, path, rows)
+    })
 }
 
 fn merge_band_runs_once(runs: &[PathBuf], out: &Path, rows: usize) -> Result<()> {

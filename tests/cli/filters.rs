@@ -319,15 +319,7 @@ fn odd_documents_never_panic() {
 #[test]
 fn fineweb_en_pipeline_runs_on_the_shared_web_data() {
     let s = Scratch::new();
-    let model = repo().join("filters/models/lid.176.ftz");
-    let yaml = std::fs::read_to_string(repo().join("pipelines/fineweb-en.yaml"))
-        .unwrap()
-        .replace("../shared/data", shared_data().to_str().unwrap())
-        .replace(
-            "type: langid,",
-            &format!("type: langid, model: {},", model.display()),
-        );
-    s.write("fineweb-en.yaml", yaml);
+    repo_pipeline(&s, "fineweb-en");
     assert_ok(&s.grist(&["run", "fineweb-en.yaml"]));
     let st = stats(&s.path("runs/fineweb-en"));
     assert_eq!(st["lang"]["rows_in"], 1600);

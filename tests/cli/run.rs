@@ -312,15 +312,7 @@ fn kubernetes_validate() -> std::path::PathBuf {
 #[test]
 fn kubernetes_indexed_jobs_validate_and_pods_pick_their_task() {
     let s = Scratch::new();
-    let model = repo().join("filters/models/lid.176.ftz");
-    let yaml = std::fs::read_to_string(repo().join("pipelines/fineweb-en.yaml"))
-        .unwrap()
-        .replace("../shared/data", shared_data().to_str().unwrap())
-        .replace(
-            "type: langid,",
-            &format!("type: langid, model: {},", model.display()),
-        );
-    s.write("fineweb-en.yaml", yaml);
+    repo_pipeline(&s, "fineweb-en");
     let out = s.grist(&[
         "plan",
         "fineweb-en.yaml",

@@ -626,15 +626,7 @@ fn huge_single_word_documents_encode_in_linear_time() {
 #[test]
 fn tokenize_mix_pipeline_runs_on_the_shared_data() {
     let s = Scratch::new();
-    let model = repo().join("filters/models/lid.176.ftz");
-    let yaml = std::fs::read_to_string(repo().join("pipelines/tokenize-mix.yaml"))
-        .unwrap()
-        .replace("../shared/data", shared_data().to_str().unwrap())
-        .replace(
-            "type: langid,",
-            &format!("type: langid, model: {},", model.display()),
-        );
-    s.write("tokenize-mix.yaml", yaml);
+    repo_pipeline(&s, "tokenize-mix");
     // As the README runs it.
     let out = s.grist(&["run", "tokenize-mix.yaml", "--report"]);
     assert_ok(&out);

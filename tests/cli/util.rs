@@ -21,6 +21,22 @@ pub fn shared_data() -> PathBuf {
     repo().join("../shared/data")
 }
 
+/// Writes `pipelines/<name>.yaml` into the scratch directory as `<name>.yaml`, reading the
+/// shared data and the fastText model from where they are, so it runs from there.
+pub fn repo_pipeline(s: &Scratch, name: &str) -> String {
+    let model = repo().join("filters/models/lid.176.ftz");
+    let yaml = std::fs::read_to_string(repo().join(format!("pipelines/{name}.yaml")))
+        .unwrap()
+        .replace("../shared/data", shared_data().to_str().unwrap())
+        .replace(
+            "type: langid,",
+            &format!("type: langid, model: {},", model.display()),
+        );
+    let file = format!("{name}.yaml");
+    s.write(&file, yaml);
+    file
+}
+
 /// The C4 sample documents: (text, timestamp, url).
 pub fn c4_docs() -> Vec<(String, String, String)> {
     let path = shared_data().join("web_en/c4_sample/c4_sample_docs000-799.jsonl.gz");

@@ -140,6 +140,29 @@ fn reasons_text(rejected: &BTreeMap<String, u64>) -> String {
         .join(", ")
 }
 
+/// The cells rows in, kept, dropped (share), dropped by reason, bytes in, bytes kept: the same
+/// in the funnel and in each source's table.
+fn count_cells(
+    rows_in: u64,
+    rows_kept: u64,
+    rejected: &BTreeMap<String, u64>,
+    bytes_in: u64,
+    bytes_kept: u64,
+) -> String {
+    let dropped: u64 = rejected.values().sum();
+    format!(
+        "<td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} ({})</td><td>{}</td>\
+         <td class=\"n\">{}</td><td class=\"n\">{}</td>",
+        num(rows_in),
+        num(rows_kept),
+        num(dropped),
+        pct(dropped, rows_in),
+        reasons_text(rejected),
+        bytes(bytes_in),
+        bytes(bytes_kept),
+    )
+}
+
 fn balance_cell(rows_in: u64, kept: u64, rejected: u64) -> String {
     if rows_in == kept + rejected {
         "<td class=\"ok\" data-balanced=\"true\" title=\"rows in = kept + dropped\">✓ adds up</td>"
@@ -175,8 +198,7 @@ fn funnel(data: &RunData) -> String {
             out,
             "<tr data-stage=\"{}\" data-rows-in=\"{}\" data-rows-kept=\"{}\" data-rows-rejected=\"{rejected}\" \
              data-bytes-in=\"{}\" data-bytes-kept=\"{}\"><td>{}</td><td>{}</td><td class=\"n\">{} / {}</td>\
-             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} ({})</td><td>{}</td>\
-             <td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>{}</tr>",
+             {}<td class=\"n\">{}</td>{}</tr>",
             esc(&s.stage),
             st.rows_in,
             st.rows_kept,
@@ -186,13 +208,13 @@ fn funnel(data: &RunData) -> String {
             esc(&s.type_name),
             s.tasks_done,
             s.tasks_total,
-            num(st.rows_in),
-            num(st.rows_kept),
-            num(rejected),
-            pct(rejected, st.rows_in),
-            reasons_text(&st.rejected),
-            bytes(st.bytes_in),
-            bytes(st.bytes_kept),
+            count_cells(
+                st.rows_in,
+                st.rows_kept,
+                &st.rejected,
+                st.bytes_in,
+                st.bytes_kept
+            ),
             tokens.map_or_else(|| "–".into(), |t| num(t as u64)),
             balance_cell(st.rows_in, st.rows_kept, rejected),
         );
@@ -231,19 +253,18 @@ fn funnel(data: &RunData) -> String {
             let _ = write!(
                 out,
                 "<tr data-stage=\"{}\" data-rows-in=\"{}\" data-rows-kept=\"{}\" data-rows-rejected=\"{rejected}\">\
-                 <td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td><td class=\"n\">{} ({})</td>\
-                 <td>{}</td><td class=\"n\">{}</td><td class=\"n\">{}</td>{}</tr>",
+                 <td>{}</td>{}{}</tr>",
                 esc(&s.stage),
                 c.rows_in,
                 c.rows_kept,
                 esc(&s.stage),
-                num(c.rows_in),
-                num(c.rows_kept),
-                num(rejected),
-                pct(rejected, c.rows_in),
-                reasons_text(&c.rejected),
-                bytes(c.bytes_in),
-                bytes(c.bytes_kept),
+                count_cells(
+                    c.rows_in,
+                    c.rows_kept,
+                    &c.rejected,
+                    c.bytes_in,
+                    c.bytes_kept
+                ),
                 balance_cell(c.rows_in, c.rows_kept, rejected),
             );
         }
